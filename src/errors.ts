@@ -51,6 +51,7 @@ export const Errors = {
   ),
   IFCONFIG: define('FACADE_ERR_IFCONFIG', 'configuring interface "%s" failed: `%s` said: %s'),
   PACKET_INVALID: define('FACADE_ERR_PACKET_INVALID', 'malformed IP packet: %s'),
+  ADDRESS_INVALID: define('FACADE_ERR_ADDRESS_INVALID', 'invalid IP address or prefix "%s": %s'),
 
   // --- framing and protocol (src/tunnel) ------------------------------------------------------
   FRAME_VERSION: define('FACADE_ERR_FRAME_VERSION', 'unsupported protocol version %s (this build speaks %s)'),
@@ -61,6 +62,10 @@ export const Errors = {
   ),
   FRAME_INVALID: define('FACADE_ERR_FRAME_INVALID', 'malformed frame: %s'),
   CONTROL_INVALID: define('FACADE_ERR_CONTROL_INVALID', 'malformed control message: %s'),
+  FRAME_OFFLOAD: define(
+    'FACADE_ERR_FRAME_OFFLOAD',
+    'DATA_OFFLOAD frame of %s bytes, but offload was not negotiated for this session (check the Facade-Capabilities request header and the CONFIG offload field)',
+  ),
 
   // --- sessions, pool, routing ------------------------------------------------------------------
   POOL_EXHAUSTED: define('FACADE_ERR_POOL_EXHAUSTED', 'address pool %s is exhausted (%s addresses in use)'),
@@ -73,11 +78,21 @@ export const Errors = {
   USER_EXISTS: define('FACADE_ERR_USER_EXISTS', 'user "%s" already exists in %s'),
   USER_UNKNOWN: define('FACADE_ERR_USER_UNKNOWN', 'no user "%s" in %s'),
   USER_NAME: define('FACADE_ERR_USER_NAME', 'user name "%s" is not allowed: %s'),
+  SITE_DIR: define('FACADE_ERR_SITE_DIR', 'site folder %s cannot be served: %s (check --site)'),
+  SITE_UPSTREAM: define(
+    'FACADE_ERR_SITE_UPSTREAM',
+    'upstream "%s" is not usable: %s (expected http://127.0.0.1:PORT)',
+  ),
+  USER_PASSWORD: define('FACADE_ERR_USER_PASSWORD', 'password for user "%s" is not allowed: %s'),
 
   // --- certificates and ACME ---------------------------------------------------------------
   CERT_LOAD: define('FACADE_ERR_CERT_LOAD', 'cannot load certificate or key %s: %s'),
   ACME_ORDER: define('FACADE_ERR_ACME_ORDER', 'ACME certificate order for %s failed: %s'),
   STATE_DIR: define('FACADE_ERR_STATE_DIR', 'state directory %s: %s'),
+  PIN_INVALID: define(
+    'FACADE_ERR_PIN_INVALID',
+    'certificate pin "%s" is not valid: %s (expected sha256: and 64 hex digits, colons allowed)',
+  ),
 
   // --- client -----------------------------------------------------------------------------------
   CONNECT_REFUSED: define('FACADE_ERR_CONNECT_REFUSED', 'server %s did not accept the tunnel: %s'),
