@@ -1,0 +1,252 @@
+// `facade user add|del|list`: manage the users file.
+//
+// The password is read from stdin, never from the command line (argv is visible to every local user in
+// /proc and lands in shell history). From a pipe or file: the first line, line ending stripped. From a
+// terminal: a prompt with echo turned off, asked twice.
+
+import { isIPv4, isIPv6 } from 'node:net';
+import type { ReadStream } from 'node:tty';
+import { FacadeError, facadeError, isFacadeError } from '../errors.js';
+import { MAX_PASSWORD_BYTES, passwordFromText, userNameProblem } from '../tunnel/credentials.js';
+import { UsersFile } from './users.js';
+
+export interface CommandIo {
+  stdin: NodeJS.ReadableStream;
+  stdout: NodeJS.WritableStream;
+  stderr: NodeJS.WritableStream;
+}
+
+export const USER_USAGE = `Usage:
+  facade user add NAME --users FILE [--static-ipv4 ADDR] [--static-ipv6 ADDR]
+  facade user del NAME --users FILE
+  facade user list --users FILE
+
+add   reads the password from stdin: the first line of a pipe or file (e.g.
+      \`facade user add alice --users users.json < alice.pass\`), or, on a terminal,
+      asks for it twice without echo. The file is created (mode 0600) if missing.
+del   removes the user; their running tunnel is not cut, the next connect fails.
+list  prints one user per line, with static addresses if any.
+
+The server re-reads the users file when it changes; no restart is needed.
+`;
+
+/** Exit codes: success, the operation failed, the command line was wrong. */
+const EXIT_OK = 0;
+const EXIT_FAILED = 1;
+const EXIT_USAGE = 2;
+
+interface ParsedArgs {
+  action: 'add' | 'del' | 'list';
+  name?: string;
+  usersPath: string;
+  staticIpv4?: string;
+  staticIpv6?: string;
+}
+
+class UsageError extends Error {}
+
+/** Runs `facade user ...` with `argv` = the arguments after `user`; resolves to the exit code. */
+export async function runUserCommand(argv: string[], io: CommandIo): Promise<number> {
+  if (argv.includes('--help') || argv.includes('-h') || argv[0] === 'help') {
+    io.stdout.write(USER_USAGE);
+    return EXIT_OK;
+  }
+  let args: ParsedArgs;
+  try {
+    args = parseArgs(argv);
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    io.stderr.write(`facade user: ${facadeError('CLI_USAGE', [err.message, 'user']).message}\n`);
+    return EXIT_USAGE;
+  }
+  try {
+    switch (args.action) {
+      case 'add':
+        return await addUser(args, io);
+      case 'del':
+        return await deleteUser(args, io);
+      case 'list':
+        return await listUsers(args, io);
+    }
+  } catch (err) {
+    if (!(err instanceof FacadeError)) throw err;
+    io.stderr.write(`facade user ${args.action}: ${err.message}\n`);
+    // A bad name or password is the caller's input, like a usage error; the rest are failures.
+    return isFacadeError(err, 'USER_NAME') || isFacadeError(err, 'USER_PASSWORD') ? EXIT_USAGE : EXIT_FAILED;
+  }
+}
+
+function parseArgs(argv: string[]): ParsedArgs {
+  const positional: string[] = [];
+  const options = new Map<string, string>();
+  const known = new Set(['--users', '--static-ipv4', '--static-ipv6']);
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (!arg.startsWith('--')) {
+      positional.push(arg);
+      continue;
+    }
+    const eq = arg.indexOf('=');
+    const flag = eq === -1 ? arg : arg.slice(0, eq);
+    if (!known.has(flag)) throw new UsageError(`unknown option "${flag}"`);
+    let value: string | undefined;
+    if (eq !== -1) value = arg.slice(eq + 1);
+    else value = argv[++i];
+    if (value === undefined || value === '') throw new UsageError(`option ${flag} needs a value`);
+    if (options.has(flag)) throw new UsageError(`option ${flag} given twice`);
+    options.set(flag, value);
+  }
+
+  const [action, name, ...extra] = positional;
+  if (action === undefined) throw new UsageError('missing action: add, del or list');
+  if (action !== 'add' && action !== 'del' && action !== 'list')
+    throw new UsageError(`unknown action "${action}": expected add, del or list`);
+  const usersPath = options.get('--users');
+  if (usersPath === undefined) throw new UsageError('missing --users FILE');
+
+  if (action === 'list') {
+    if (name !== undefined) throw new UsageError(`list takes no user name, got "${name}"`);
+  } else {
+    if (name === undefined) throw new UsageError(`${action} needs a user name`);
+    const problem = userNameProblem(name);
+    if (problem !== null) throw new UsageError(`user name "${name}" is not allowed: ${problem}`);
+  }
+  if (extra.length > 0) throw new UsageError(`unexpected argument "${extra[0]}"`);
+
+  const staticIpv4 = options.get('--static-ipv4');
+  const staticIpv6 = options.get('--static-ipv6');
+  if ((staticIpv4 !== undefined || staticIpv6 !== undefined) && action !== 'add')
+    throw new UsageError('--static-ipv4/--static-ipv6 only go with add');
+  if (staticIpv4 !== undefined && !isIPv4(staticIpv4))
+    throw new UsageError(`--static-ipv4 "${staticIpv4}" is not an IPv4 address`);
+  if (staticIpv6 !== undefined && !isIPv6(staticIpv6))
+    throw new UsageError(`--static-ipv6 "${staticIpv6}" is not an IPv6 address`);
+
+  const parsed: ParsedArgs = { action, usersPath };
+  if (name !== undefined) parsed.name = name;
+  if (staticIpv4 !== undefined) parsed.staticIpv4 = staticIpv4;
+  if (staticIpv6 !== undefined) parsed.staticIpv6 = staticIpv6;
+  return parsed;
+}
+
+async function addUser(args: ParsedArgs, io: CommandIo): Promise<number> {
+  const name = args.name!;
+  // Load first: a missing name or an existing user is reported before anyone types a password.
+  const users = await UsersFile.load(args.usersPath, { allowMissing: true });
+  if (users.has(name)) throw facadeError('USER_EXISTS', [name, args.usersPath]);
+  const password = await readPassword(name, io);
+  await users.add(name, password, { ipv4: args.staticIpv4, ipv6: args.staticIpv6 });
+  await users.save();
+  io.stdout.write(`added user "${name}" to ${args.usersPath}\n`);
+  return EXIT_OK;
+}
+
+async function deleteUser(args: ParsedArgs, io: CommandIo): Promise<number> {
+  const users = await UsersFile.load(args.usersPath);
+  users.remove(args.name!);
+  await users.save();
+  io.stdout.write(`removed user "${args.name}" from ${args.usersPath}\n`);
+  return EXIT_OK;
+}
+
+async function listUsers(args: ParsedArgs, io: CommandIo): Promise<number> {
+  const users = await UsersFile.load(args.usersPath);
+  if (users.permissionsWarning !== undefined)
+    io.stderr.write(`facade user list: warning: ${users.permissionsWarning}\n`);
+  let out = '';
+  for (const user of users.list()) {
+    out += user.name;
+    if (user.staticIpv4 !== undefined) out += `\tipv4=${user.staticIpv4}`;
+    if (user.staticIpv6 !== undefined) out += `\tipv6=${user.staticIpv6}`;
+    out += '\n';
+  }
+  io.stdout.write(out);
+  return EXIT_OK;
+}
+
+async function readPassword(name: string, io: CommandIo): Promise<string> {
+  const stdin = io.stdin as NodeJS.ReadableStream & Partial<ReadStream>;
+  if (stdin.isTTY === true && typeof stdin.setRawMode === 'function') {
+    const first = await promptHidden(stdin as ReadStream, io.stderr, `Password for ${name}: `, name);
+    const second = await promptHidden(stdin as ReadStream, io.stderr, 'Again: ', name);
+    if (first !== second) throw facadeError('USER_PASSWORD', [name, 'the two entries differ']);
+    return first;
+  }
+  return passwordFromText(await readFirstLine(io.stdin, name));
+}
+
+/**
+ * Reads up to and including the first newline (or to EOF), then stops reading so the rest of stdin is
+ * left alone. Refuses more than MAX_PASSWORD_BYTES before the newline rather than buffering a whole file.
+ */
+function readFirstLine(stream: NodeJS.ReadableStream, name: string): Promise<string> {
+  // +2 for the \r\n that passwordFromText strips.
+  const limit = MAX_PASSWORD_BYTES + 2;
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let length = 0;
+    const finish = (err: Error | null) => {
+      stream.off('data', onData);
+      stream.off('end', onEnd);
+      stream.off('error', onError);
+      // Done with stdin: let go of it, or a writer that keeps its end open would keep us alive.
+      (stream as NodeJS.ReadableStream & { destroy?: () => void }).destroy?.();
+      if (err !== null) reject(err);
+      else resolve(Buffer.concat(chunks).toString('utf8'));
+    };
+    const onData = (chunk: Buffer | string) => {
+      const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+      const newline = bytes.indexOf(0x0a);
+      const part = newline === -1 ? bytes : bytes.subarray(0, newline + 1);
+      chunks.push(part);
+      length += part.length;
+      if (length > limit)
+        finish(
+          facadeError('USER_PASSWORD', [
+            name,
+            `the first line of stdin is longer than ${MAX_PASSWORD_BYTES} bytes`,
+          ]),
+        );
+      else if (newline !== -1) finish(null);
+    };
+    const onEnd = () => finish(null);
+    const onError = (err: Error) => finish(err);
+    stream.on('data', onData);
+    stream.on('end', onEnd);
+    stream.on('error', onError);
+    stream.resume();
+  });
+}
+
+/** Reads one line from a terminal in raw mode so nothing is echoed. Ctrl-C and Ctrl-D abort. */
+function promptHidden(
+  tty: ReadStream,
+  out: NodeJS.WritableStream,
+  prompt: string,
+  name: string,
+): Promise<string> {
+  out.write(prompt);
+  return new Promise((resolve, reject) => {
+    let line = '';
+    const done = (err: Error | null) => {
+      tty.off('data', onData);
+      tty.setRawMode(false);
+      tty.pause();
+      out.write('\n');
+      if (err !== null) reject(err);
+      else resolve(line);
+    };
+    const onData = (chunk: Buffer | string) => {
+      for (const char of chunk.toString()) {
+        if (char === '\r' || char === '\n') return done(null);
+        if (char === '\u0003' || char === '\u0004')
+          return done(facadeError('USER_PASSWORD', [name, 'input aborted']));
+        if (char === '\u007f' || char === '\b') line = line.slice(0, -1);
+        else line += char;
+      }
+    };
+    tty.setRawMode(true);
+    tty.on('data', onData);
+    tty.resume();
+  });
+}
