@@ -1,0 +1,363 @@
+// The decoy website: the one Fastify application that answers everything that is not a valid tunnel upgrade.
+// facade's front door hands unmatched connections to this app, and the probe suite's plain reference server
+// is this same app started alone, so facade's decoy answers are identical to a plain site by construction.
+//
+// Deliberate behaviour (a plain static site, the same in facade and in the reference server):
+// - static mode: only GET and HEAD exist. Every other method (POST, PUT, DELETE, OPTIONS, PATCH, ...) on any
+//   path gets the site's 404 page with status 404, before any request body is parsed, so bodies and content
+//   types cannot provoke framework-specific 400/415 answers.
+// - any unknown path, dotfile or directory without an index gets the 404 page (404.html of the site folder, read
+//   once at start; a built-in page when the folder has none). Clean URLs: /about serves about.html.
+// - malformed URLs (bad percent-encoding) get a small HTML 400 page; server faults a 500 page; never JSON.
+// - requests the HTTP parser rejects (bad request line, bad header, unknown method) get an HTML 400 (431 for an
+//   oversized head) with `Connection: close`; a client that does not finish its request head within
+//   SITE_HEADERS_TIMEOUT_MS is disconnected without an answer, as nginx does.
+// - upstream mode: every method and path is proxied; the application behind decides, facade adds only
+//   transport security headers and answers 502 (504 on timeout) when the application cannot be reached.
+
+import { readFileSync, statSync } from 'node:fs';
+import { STATUS_CODES } from 'node:http';
+import type { Http2SecureServer } from 'node:http2';
+import type { Socket } from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import fastifyCompress from '@fastify/compress';
+import fastifyHttpProxy from '@fastify/http-proxy';
+import fastifyStatic from '@fastify/static';
+import Fastify, {
+  type FastifyError,
+  type FastifyHttp2SecureOptions,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyServerOptions,
+} from 'fastify';
+import { facadeError } from '../errors.js';
+import { HANDSHAKE_TIMEOUT_MS, MAX_REQUEST_HEAD_BYTES } from '../limits.js';
+import type { Logger } from '../log.js';
+
+// --- timeouts: those of a stock nginx, so the decoy's connection behaviour is that of a common web server -----
+
+/** nginx `keepalive_timeout 75s`: an idle HTTP/1.1 keep-alive connection is closed after this. */
+export const SITE_KEEP_ALIVE_TIMEOUT_MS = 75_000;
+
+/**
+ * nginx `client_header_timeout 60s`: time to send a complete request head. Equal to HANDSHAKE_TIMEOUT_MS, so
+ * the front door (which reads the first head itself) and the site give up on a slow client at the same moment.
+ */
+export const SITE_HEADERS_TIMEOUT_MS = HANDSHAKE_TIMEOUT_MS;
+
+/**
+ * Whole request, head and body: nginx's client_header_timeout + client_body_timeout (60 s + 60 s). Node's
+ * default of 300 s would let a slow uploader hold a socket five minutes; must be >= the headers timeout.
+ */
+export const SITE_REQUEST_TIMEOUT_MS = 120_000;
+
+/** Idle HTTP/2 session: nginx applies keepalive_timeout (75 s) to idle h2 connections since 1.19.7. */
+export const SITE_HTTP2_SESSION_TIMEOUT_MS = 75_000;
+
+/** nginx `ssl_handshake_timeout 60s` (Node's default is 120 s). */
+export const SITE_TLS_HANDSHAKE_TIMEOUT_MS = 60_000;
+
+/**
+ * Upstream mode: how long the proxied application may take to answer (nginx `proxy_read_timeout 60s`);
+ * after it the client gets a 504, as from a real reverse proxy.
+ */
+export const SITE_UPSTREAM_TIMEOUT_MS = 60_000;
+
+// --- headers ---------------------------------------------------------------------------------------------------
+
+/** One year, without includeSubDomains: we cannot know what else runs under the operator's domain. */
+const HSTS_VALUE = 'max-age=31536000';
+
+/** A static site loads only its own files; nothing inline, nothing framed, no plugins. */
+const STATIC_CSP =
+  "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; object-src 'none'; " +
+  "base-uri 'self'; form-action 'self'; frame-ancestors 'none'";
+
+/** Headers every static-mode response carries, the 404 and error pages included. */
+const STATIC_SECURITY_HEADERS: ReadonlyArray<readonly [string, string]> = [
+  ['content-security-policy', STATIC_CSP],
+  ['x-content-type-options', 'nosniff'],
+  ['x-frame-options', 'DENY'],
+  ['referrer-policy', 'strict-origin-when-cross-origin'],
+];
+
+/**
+ * In upstream mode the application owns its CSP and framing policy (a strict CSP would break it); facade adds
+ * only the transport-level headers, and never overrides one the application set.
+ */
+const UPSTREAM_SECURITY_HEADERS: ReadonlyArray<readonly [string, string]> = [
+  ['x-content-type-options', 'nosniff'],
+  ['referrer-policy', 'strict-origin-when-cross-origin'],
+];
+
+const HTML_TYPE = 'text/html; charset=utf-8';
+
+// --- public API ------------------------------------------------------------------------------------------------
+
+export interface SiteOptions {
+  /** Folder served in static mode (ignored with `upstream`). */
+  siteDir: string;
+  /** `http://127.0.0.1:PORT`: reverse-proxy everything to this local web application instead of siteDir. */
+  upstream?: string;
+  /** Serve HTTPS with HTTP/2 (ALPN h2) and HTTP/1.1; without it plain HTTP/1.1 (`--plaintext` debugging). */
+  tls?: { key: string | Buffer; cert: string | Buffer };
+  /** Request log; false or absent: silent. */
+  logger?: Logger | false;
+}
+
+/**
+ * The repository's default decoy site (public/ at the package root), found from this module's location so it
+ * works from src/server/site.ts and from dist/src/server/site.js alike.
+ */
+export const SITE_DEFAULT_DIR: string = findDefaultSiteDir();
+
+/**
+ * Builds the decoy site application. With `tls`, `app.server` is an `http2.Http2SecureServer` accepting h2 and
+ * HTTP/1.1 (the front door feeds it connections); without, an `http.Server`. Not yet listening: call
+ * `listen()` or hand it connections; `close()` is Fastify's (idempotent).
+ */
+export function createSiteApp(options: SiteOptions): FastifyInstance {
+  const upstream = options.upstream === undefined ? undefined : parseUpstream(options.upstream);
+  const siteDir = upstream === undefined ? checkSiteDir(options.siteDir) : options.siteDir;
+  const tls = options.tls;
+
+  const modeHeaders = upstream === undefined ? STATIC_SECURITY_HEADERS : UPSTREAM_SECURITY_HEADERS;
+  const securityHeaders =
+    tls === undefined ? modeHeaders : [['strict-transport-security', HSTS_VALUE] as const, ...modeHeaders];
+  const setSecurityHeaders = (reply: FastifyReply): void => {
+    for (const [name, value] of securityHeaders) {
+      if (!reply.hasHeader(name)) reply.header(name, value);
+    }
+  };
+
+  const common: FastifyServerOptions = {
+    keepAliveTimeout: SITE_KEEP_ALIVE_TIMEOUT_MS,
+    requestTimeout: SITE_REQUEST_TIMEOUT_MS,
+    // A URL longer than the default 100-character parameter limit would get Fastify's JSON 414; the request
+    // head limit already bounds it.
+    routerOptions: { maxParamLength: MAX_REQUEST_HEAD_BYTES },
+    // Framing errors are answered as a web server does, not as a JSON API.
+    clientErrorHandler: answerClientError,
+    // Fastify answers these outside the route lifecycle, so the onSend hook does not run: headers set here.
+    frameworkErrors: (_error, _request, reply) => {
+      setSecurityHeaders(reply);
+      sendErrorPage(reply, 400);
+    },
+  };
+  if (options.logger) common.loggerInstance = options.logger;
+  else common.logger = false;
+
+  // The http2 and http1 overloads of Fastify() return differently-typed instances; callers use the common
+  // surface (inject, listen, close, server), so both are exposed as the default FastifyInstance.
+  const app = (tls === undefined
+    ? Fastify(common)
+    : Fastify({
+        ...common,
+        http2: true,
+        http2SessionTimeout: SITE_HTTP2_SESSION_TIMEOUT_MS,
+        // close() ends open h2 sessions too (Fastify does that for HTTP/2 on Node < 24 only when this is true);
+        // otherwise a browser's idle session would hold shutdown for the whole session timeout.
+        forceCloseConnections: true,
+        https: {
+          allowHTTP1: true,
+          key: tls.key,
+          cert: tls.cert,
+          handshakeTimeout: SITE_TLS_HANDSHAKE_TIMEOUT_MS,
+        },
+      } as FastifyHttp2SecureOptions<Http2SecureServer>)) as unknown as FastifyInstance;
+
+  // Fastify sets these only on plain HTTP/1 servers; Node's Http2SecureServer leaves keepAliveTimeout unset
+  // (an idle HTTP/1.1 connection would then stay open forever) and has no option for them.
+  const server = app.server as unknown as {
+    keepAliveTimeout?: number;
+    headersTimeout?: number;
+    requestTimeout?: number;
+  };
+  server.keepAliveTimeout = SITE_KEEP_ALIVE_TIMEOUT_MS;
+  server.headersTimeout = SITE_HEADERS_TIMEOUT_MS;
+  server.requestTimeout = SITE_REQUEST_TIMEOUT_MS;
+
+  app.addHook('onSend', async (_request, reply, payload) => {
+    setSecurityHeaders(reply);
+    return payload;
+  });
+
+  app.setErrorHandler((error: FastifyError, request, reply) => {
+    const status =
+      typeof error.statusCode === 'number' && error.statusCode >= 400 && error.statusCode < 600
+        ? error.statusCode
+        : 500;
+    if (status >= 500) request.log.error({ err: error }, 'site error');
+    sendErrorPage(reply, status);
+  });
+
+  // Compressible types only (mime-db's list), above 1 KiB. br when the client offers it, else gzip; br runs at
+  // quality 4 (the plugin default), which costs little CPU.
+  app.register(fastifyCompress, { global: true, encodings: ['br', 'gzip'] });
+
+  if (upstream !== undefined) {
+    registerUpstream(app, upstream, tls !== undefined);
+  } else {
+    registerStatic(app, siteDir);
+  }
+  return app;
+}
+
+// --- static mode -----------------------------------------------------------------------------------------------
+
+function registerStatic(app: FastifyInstance, siteDir: string): void {
+  const notFoundPage = loadNotFoundPage(siteDir);
+  const sendNotFound = (reply: FastifyReply): FastifyReply =>
+    reply.code(404).type(HTML_TYPE).send(notFoundPage);
+
+  // Methods a static site does not have end here, before Fastify would parse (and complain about) a body.
+  app.addHook('onRequest', async (request, reply) => {
+    if (request.method !== 'GET' && request.method !== 'HEAD') {
+      await sendNotFound(reply);
+    }
+  });
+
+  app.register(fastifyStatic, {
+    root: siteDir,
+    // Dotfiles (.git, .env, .htpasswd) are never part of a site; they look absent rather than forbidden.
+    dotfiles: 'ignore',
+    extensions: ['html'],
+    // ETag, Last-Modified, Accept-Ranges and `Cache-Control: public, max-age=0` are @fastify/send defaults;
+    // named here because the decoy's realism depends on them.
+    etag: true,
+    lastModified: true,
+    acceptRanges: true,
+    redirect: false,
+  });
+
+  app.setNotFoundHandler((_request, reply) => {
+    sendNotFound(reply);
+  });
+}
+
+function loadNotFoundPage(siteDir: string): Buffer {
+  try {
+    return readFileSync(path.join(siteDir, '404.html'));
+  } catch {
+    return Buffer.from(errorPageHtml(404));
+  }
+}
+
+// --- upstream mode ---------------------------------------------------------------------------------------------
+
+function registerUpstream(app: FastifyInstance, upstream: URL, overTls: boolean): void {
+  app.register(fastifyHttpProxy, {
+    upstream: upstream.origin,
+    prefix: '/',
+    // Protocol upgrades on this server belong to the front door; the decoy application gets plain requests.
+    websocket: false,
+    http: { requestOptions: { timeout: SITE_UPSTREAM_TIMEOUT_MS } },
+    replyOptions: {
+      // What a reverse proxy configured the usual way (`proxy_set_header Host $host` + X-Forwarded-*) passes,
+      // so the application builds its links for the public name, not for 127.0.0.1.
+      rewriteRequestHeaders: (request, headers) => {
+        const host = request.headers[':authority'] ?? request.headers.host;
+        const forwardedFor = request.headers['x-forwarded-for'];
+        const clientIp = request.socket?.remoteAddress ?? '';
+        return {
+          ...headers,
+          ...(typeof host === 'string' ? { host } : {}),
+          'x-forwarded-for': typeof forwardedFor === 'string' ? `${forwardedFor}, ${clientIp}` : clientIp,
+          'x-forwarded-proto': overTls ? 'https' : 'http',
+        };
+      },
+      onError: (reply, { error }) => {
+        const status = (error as { statusCode?: number }).statusCode === 504 ? 504 : 502;
+        reply.log.warn({ err: error }, 'upstream unavailable');
+        sendErrorPage(reply as FastifyReply, status);
+      },
+    },
+  });
+}
+
+function parseUpstream(value: string): URL {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw facadeError('SITE_UPSTREAM', [value, 'it is not a URL']);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw facadeError('SITE_UPSTREAM', [value, `protocol ${url.protocol} is not http: or https:`]);
+  }
+  if (url.pathname !== '/' || url.search !== '' || url.hash !== '') {
+    throw facadeError('SITE_UPSTREAM', [
+      value,
+      'give only scheme, host and port (the path is forwarded as is)',
+    ]);
+  }
+  return url;
+}
+
+// --- shared pieces ---------------------------------------------------------------------------------------------
+
+function checkSiteDir(siteDir: string): string {
+  const absolute = path.resolve(siteDir);
+  let isDirectory: boolean;
+  try {
+    isDirectory = statSync(absolute).isDirectory();
+  } catch (err) {
+    throw facadeError('SITE_DIR', [absolute, (err as NodeJS.ErrnoException).code ?? String(err)], {
+      cause: err,
+    });
+  }
+  if (!isDirectory) throw facadeError('SITE_DIR', [absolute, 'not a directory']);
+  return absolute;
+}
+
+function errorPageHtml(status: number): string {
+  const reason = STATUS_CODES[status] ?? 'Error';
+  return (
+    `<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>${status} ${reason}</title>\n` +
+    `</head>\n<body>\n<center><h1>${status} ${reason}</h1></center>\n<hr>\n</body>\n</html>\n`
+  );
+}
+
+/** A small error page in the style of a stock web server; 404s get the site's own page instead. */
+function sendErrorPage(reply: FastifyReply, status: number): void {
+  reply.code(status).type(HTML_TYPE).send(errorPageHtml(status));
+}
+
+/**
+ * Raw-socket answer to requests the HTTP/1 parser rejected (Fastify's default writes JSON). No request object
+ * exists, so no hook runs: the security headers are written here.
+ */
+function answerClientError(error: Error & { code?: string }, socket: Socket): void {
+  if (error.code === 'ECONNRESET' || socket.destroyed) return;
+  // nginx closes a connection whose request head is too slow without answering; so do we.
+  if (error.code === 'ERR_HTTP_REQUEST_TIMEOUT' || !socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const status = error.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400;
+  const body = errorPageHtml(status);
+  const overTls = (socket as { encrypted?: boolean }).encrypted === true;
+  let head =
+    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nDate: ${new Date().toUTCString()}\r\n` +
+    `Content-Type: ${HTML_TYPE}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n`;
+  if (overTls) head += `Strict-Transport-Security: ${HSTS_VALUE}\r\n`;
+  for (const [name, value] of STATIC_SECURITY_HEADERS) head += `${name}: ${value}\r\n`;
+  // end() flushes the answer (and TLS close_notify) before the close; destroy() could drop it.
+  socket.once('finish', () => socket.destroy());
+  socket.end(`${head}\r\n${body}`);
+}
+
+function findDefaultSiteDir(): string {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  for (let depth = 0; depth < 5; depth += 1) {
+    try {
+      if (statSync(path.join(dir, 'package.json')).isFile()) return path.join(dir, 'public');
+    } catch {
+      // not the package root yet
+    }
+    dir = path.dirname(dir);
+  }
+  // Fallback for an unusual layout: dist/src/server -> repository root.
+  return path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../public');
+}
