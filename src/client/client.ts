@@ -1,0 +1,195 @@
+// The client: one TUN that lives as long as the process, one session at a time, reconnecting with
+// backoff. Keeping the TUN across reconnects keeps the address and the applications' sockets alive.
+//
+//   TUN batch ─► onTunBatch ─► Session.queuePacket (frame into slab) ─► one socket write per batch
+//   socket ─► Session (decode, count) ─► onPacket ─► batch ─► TUN (one write per socket chunk)
+
+import { readFileSync } from 'node:fs';
+import type { ClientConfig } from '../config/schema.js';
+import type { Logger } from '../log.js';
+import type { PacketBatch, TunLike } from '../net/tun.js';
+import {
+  type ConfigMessage,
+  type ControlMessage,
+  DisconnectReason,
+  describeReason,
+} from '../tunnel/control.js';
+import { deriveClientKey, passwordFromText } from '../tunnel/credentials.js';
+import { Session, type SessionCloseReason, type SessionSink } from '../tunnel/session.js';
+import { Backoff } from './backoff.js';
+import { connectTunnel, PermanentConnectError } from './connect.js';
+import { ClientNetwork } from './routes.js';
+
+export interface TunnelClientOptions {
+  readonly config: ClientConfig;
+  readonly logger: Logger;
+  /** Opens the TUN; injected so tests and the CLI decide names and flags. */
+  readonly openTun: () => TunLike;
+}
+
+export class TunnelClient implements SessionSink {
+  private readonly config: ClientConfig;
+  private readonly logger: Logger;
+  private readonly openTun: () => TunLike;
+  private readonly backoff = new Backoff();
+  private tun: TunLike | undefined;
+  private network: ClientNetwork | undefined;
+  private session: Session | undefined;
+  private serverAddress = '';
+  private clientKey: Buffer | undefined;
+  private readonly toTun: Buffer[] = [];
+  private reconnectTimer: NodeJS.Timeout | undefined;
+  private stopped = false;
+  private settleStop: (() => void) | undefined;
+  /** Resolves when the client has stopped for good (stop(), or a permanent error). */
+  readonly done: Promise<void>;
+  /** Set when the client gave up for a reason another attempt cannot fix. */
+  fatalError: Error | undefined;
+  /** Packets read from the TUN while no session was up. */
+  noSessionDrops = 0;
+
+  constructor(options: TunnelClientOptions) {
+    this.config = options.config;
+    this.logger = options.logger;
+    this.openTun = options.openTun;
+    this.done = new Promise((resolve) => {
+      this.settleStop = resolve;
+    });
+  }
+
+  get connected(): boolean {
+    return this.session !== undefined && !this.session.isClosed;
+  }
+
+  async start(): Promise<void> {
+    const password = passwordFromText(readFileSync(this.config.passwordFile, 'utf8'));
+    this.clientKey = await deriveClientKey(this.config.user, password);
+    void this.connectLoop();
+  }
+
+  private async connectLoop(): Promise<void> {
+    if (this.stopped) return;
+    try {
+      const connection = await connectTunnel(this.config, this.clientKey as Buffer);
+      if (this.stopped) {
+        connection.socket.destroy();
+        return;
+      }
+      this.serverAddress = connection.serverAddress;
+      connection.socket.setNoDelay(true);
+      this.session = new Session({
+        socket: connection.socket,
+        sink: this,
+        logger: this.logger,
+        keepaliveMs: this.config.keepaliveMs,
+        initialBytes: connection.rest,
+      });
+      connection.socket.resume();
+    } catch (err) {
+      if (err instanceof PermanentConnectError) {
+        this.fatalError = err;
+        this.logger.error(err.message);
+        await this.stop();
+        return;
+      }
+      this.scheduleReconnect(err instanceof Error ? err.message : String(err));
+    }
+  }
+
+  private scheduleReconnect(why: string): void {
+    if (this.stopped) return;
+    const delay = this.backoff.next();
+    this.logger.warn({ reason: why, retryInMs: delay }, 'not connected; will retry');
+    this.reconnectTimer = setTimeout(() => void this.connectLoop(), delay);
+  }
+
+  // --- TUN → server ----------------------------------------------------------------------------------
+
+  private readonly onTunBatch = (batch: PacketBatch): void => {
+    const session = this.session;
+    if (session === undefined || session.isClosed) {
+      this.noSessionDrops += batch.count;
+      return;
+    }
+    const { buffer, offsets, lengths, count } = batch;
+    for (let i = 0; i < count; i++) session.queuePacket(buffer, offsets[i] as number, lengths[i] as number);
+  };
+
+  // --- server → TUN (SessionSink) --------------------------------------------------------------------
+
+  onPacket(_session: Session, packet: Buffer): void {
+    this.toTun.push(packet);
+  }
+
+  onChunkEnd(_session: Session): void {
+    if (this.toTun.length === 0 || this.tun === undefined) {
+      this.toTun.length = 0;
+      return;
+    }
+    this.tun.writePackets(this.toTun, this.toTun.length);
+    this.toTun.length = 0;
+  }
+
+  onControl(_session: Session, message: ControlMessage): void {
+    if (message.type !== 'config') return;
+    void this.applyConfig(message).catch((err: unknown) => {
+      this.logger.error({ err: String(err) }, 'could not apply the server configuration');
+      this.session?.close(DisconnectReason.INTERNAL, 'client could not apply configuration');
+    });
+  }
+
+  private async applyConfig(config: ConfigMessage): Promise<void> {
+    if (this.tun === undefined) {
+      this.tun = this.openTun();
+      this.tun.onBatch(this.onTunBatch);
+      this.network = new ClientNetwork(this.tun.name, this.logger);
+    }
+    const routes = await (this.network as ClientNetwork).apply(config, {
+      fullTunnel: this.config.fullTunnel,
+      serverAddress: this.serverAddress,
+      dns: this.config.dns,
+    });
+    this.backoff.reset();
+    this.logger.info(
+      {
+        ipv4: config.ipv4 === undefined ? undefined : `${config.ipv4.address}/${config.ipv4.prefix}`,
+        ipv6: config.ipv6 === undefined ? undefined : `${config.ipv6.address}/${config.ipv6.prefix}`,
+        server: this.config.url.origin,
+        serverTunnelAddress: config.serverIpv4,
+        routes,
+        mtu: config.mtu,
+        dev: this.tun.name,
+      },
+      `connected: ${config.ipv4?.address ?? config.ipv6?.address} via ${this.config.url.host}, routes ${routes.join(' ') || '(none)'}`,
+    );
+  }
+
+  onClose(session: Session, reason: SessionCloseReason): void {
+    if (this.session === session) this.session = undefined;
+    this.logger.warn(
+      {
+        reason: describeReason(reason.code),
+        message: reason.message,
+        byPeer: reason.byPeer,
+        ...session.stats,
+      },
+      'tunnel closed',
+    );
+    if (reason.code === DisconnectReason.POOL_EXHAUSTED) {
+      // The server has no address for us now; retrying with backoff is right, but say it plainly.
+      this.logger.error(`server has no free address: ${reason.message}`);
+    }
+    this.scheduleReconnect(reason.message);
+  }
+
+  /** Disconnects, removes the routes and DNS settings we added, closes the TUN. Idempotent. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    if (this.reconnectTimer !== undefined) clearTimeout(this.reconnectTimer);
+    this.session?.close(DisconnectReason.NORMAL, 'client shutting down');
+    await this.network?.undo();
+    this.tun?.close();
+    this.settleStop?.();
+  }
+}

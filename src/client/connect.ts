@@ -1,0 +1,156 @@
+// Opens one tunnel connection: TCP (+TLS unless --plaintext), the upgrade request, the 101 answer.
+// The server certificate is verified by default (system CAs plus --ca), or pinned by fingerprint.
+
+import { createHash } from 'node:crypto';
+import { lookup } from 'node:dns/promises';
+import { readFileSync } from 'node:fs';
+import { connect as netConnect, type Socket } from 'node:net';
+import { checkServerIdentity, rootCertificates, type TLSSocket, connect as tlsConnect } from 'node:tls';
+import type { ClientConfig } from '../config/schema.js';
+import { facadeError } from '../errors.js';
+import { HANDSHAKE_TIMEOUT_MS, MAX_REQUEST_HEAD_BYTES } from '../limits.js';
+import { findHeadEnd } from '../server/request-head.js';
+import { encodeAuthorization } from '../tunnel/credentials.js';
+
+export interface TunnelConnection {
+  readonly socket: Socket;
+  /** Bytes that followed the 101 head: the start of the frame stream. */
+  readonly rest: Buffer;
+  /** The address actually connected to (kept out of the tunnel in full-tunnel mode). */
+  readonly serverAddress: string;
+}
+
+/** A failure that another attempt cannot fix (wrong credentials, pin mismatch): the client stops. */
+export class PermanentConnectError extends Error {}
+
+export function normalizePin(pin: string): string {
+  return pin
+    .replace(/^sha256:/i, '')
+    .replace(/:/g, '')
+    .toLowerCase();
+}
+
+export async function connectTunnel(config: ClientConfig, clientKey: Buffer): Promise<TunnelConnection> {
+  const { url } = config;
+  const port = url.port === '' ? (url.protocol === 'https:' ? 443 : 80) : Number(url.port);
+  const host = url.hostname.replace(/^\[|\]$/g, '');
+  const { address } = await lookup(host);
+  const socket = config.plaintext
+    ? await openPlain(address, port)
+    : await openTls(config, address, port, host);
+  try {
+    const request =
+      `GET ${url.pathname}${url.search} HTTP/1.1\r\n` +
+      `Host: ${url.host}\r\n` +
+      'Connection: Upgrade\r\n' +
+      'Upgrade: facade\r\n' +
+      `Authorization: ${encodeAuthorization(config.user, clientKey)}\r\n` +
+      '\r\n';
+    socket.write(request);
+    const { status, rest } = await readResponseHead(socket);
+    if (status !== 101) {
+      throw new PermanentConnectError(
+        facadeError('CONNECT_REFUSED', [
+          url.origin,
+          `it answered HTTP ${status} like a website: the tunnel path, user or password is wrong`,
+        ]).message,
+      );
+    }
+    return { socket, rest, serverAddress: address };
+  } catch (err) {
+    socket.destroy();
+    throw err;
+  }
+}
+
+function openPlain(address: string, port: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = netConnect({ host: address, port });
+    socket.once('connect', () => {
+      socket.removeListener('error', reject);
+      resolve(socket);
+    });
+    socket.once('error', reject);
+    socket.setTimeout(HANDSHAKE_TIMEOUT_MS, () => socket.destroy(new Error('connect timed out')));
+  });
+}
+
+function openTls(
+  config: ClientConfig,
+  address: string,
+  port: number,
+  servername: string,
+): Promise<TLSSocket> {
+  const pin = config.pin === undefined ? undefined : normalizePin(config.pin);
+  const ca = config.ca === undefined ? undefined : [...rootCertificates, readFileSync(config.ca, 'utf8')];
+  return new Promise((resolve, reject) => {
+    const socket = tlsConnect({
+      host: address,
+      port,
+      servername: /^[\d.]+$|:/.test(servername) ? undefined : servername,
+      ALPNProtocols: ['http/1.1'],
+      // A pinned certificate is trusted by its fingerprint alone (self-signed, IP-only servers).
+      rejectUnauthorized: pin === undefined,
+      ...(ca === undefined ? {} : { ca }),
+      checkServerIdentity: (hostname, cert) => {
+        if (pin !== undefined) return undefined;
+        return checkServerIdentity(hostname, cert);
+      },
+    });
+    socket.once('secureConnect', () => {
+      socket.removeListener('error', reject);
+      socket.setTimeout(0);
+      if (pin !== undefined) {
+        const der = socket.getPeerCertificate().raw;
+        const actual = createHash('sha256').update(der).digest('hex');
+        if (actual !== pin) {
+          socket.destroy();
+          reject(
+            new PermanentConnectError(
+              facadeError('PIN_MISMATCH', [`sha256:${actual}`, `sha256:${pin}`]).message,
+            ),
+          );
+          return;
+        }
+      }
+      resolve(socket);
+    });
+    socket.once('error', reject);
+    socket.setTimeout(HANDSHAKE_TIMEOUT_MS, () => socket.destroy(new Error('TLS handshake timed out')));
+  });
+}
+
+function readResponseHead(socket: Socket): Promise<{ status: number; rest: Buffer }> {
+  return new Promise((resolve, reject) => {
+    let buffered = Buffer.alloc(0);
+    const timer = setTimeout(() => fail(new Error('no answer to the tunnel request')), HANDSHAKE_TIMEOUT_MS);
+    const cleanup = (): void => {
+      clearTimeout(timer);
+      socket.removeListener('data', onData);
+      socket.removeListener('error', fail);
+      socket.removeListener('end', onEnd);
+    };
+    const fail = (err: Error): void => {
+      cleanup();
+      reject(err);
+    };
+    const onEnd = (): void => fail(new Error('the server closed the connection during the handshake'));
+    const onData = (chunk: Buffer): void => {
+      buffered = Buffer.concat([buffered, chunk]);
+      const end = findHeadEnd(buffered);
+      if (end === -1) {
+        if (buffered.length > MAX_REQUEST_HEAD_BYTES)
+          fail(new Error('oversized answer to the tunnel request'));
+        return;
+      }
+      cleanup();
+      socket.pause();
+      const statusLine = buffered.toString('latin1', 0, buffered.indexOf('\r\n'));
+      const match = /^HTTP\/1\.[01] (\d{3})/.exec(statusLine);
+      resolve({ status: match === null ? 0 : Number(match[1]), rest: buffered.subarray(end) });
+    };
+    socket.on('data', onData);
+    socket.once('error', fail);
+    socket.once('end', onEnd);
+  });
+}

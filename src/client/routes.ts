@@ -1,0 +1,101 @@
+// Applies the server's CONFIG to the client's TUN (addresses, MTU, routes, DNS) and undoes exactly what
+// it added. Full tunnel uses two halves (0/1 and 128/1, ::/1 and 8000::/1), more specific than any default
+// route, so the existing default route is never touched, plus a host route keeping the server itself
+// reachable outside the tunnel.
+
+import { execFile } from 'node:child_process';
+import { isIP } from 'node:net';
+import { promisify } from 'node:util';
+import type { Logger } from '../log.js';
+import { addAddress, addRoute, delRoute, routeGet, setLinkUp, setMtu } from '../net/ifconfig.js';
+import type { ConfigMessage } from '../tunnel/control.js';
+
+const run = promisify(execFile);
+
+interface AddedRoute {
+  readonly cidr: string;
+  readonly dev?: string | undefined;
+  readonly via?: string | undefined;
+}
+
+export class ClientNetwork {
+  private readonly added: AddedRoute[] = [];
+  private addressesApplied = false;
+  private dnsApplied = false;
+
+  constructor(
+    private readonly dev: string,
+    private readonly logger: Logger,
+  ) {}
+
+  /** Applies a CONFIG. Addresses and MTU are applied once per TUN; routes are re-applied idempotently. */
+  async apply(
+    config: ConfigMessage,
+    options: { fullTunnel: boolean; serverAddress: string; dns: boolean },
+  ): Promise<string[]> {
+    if (!this.addressesApplied) {
+      await setMtu(this.dev, config.mtu);
+      if (config.ipv4 !== undefined)
+        await addAddress(this.dev, `${config.ipv4.address}/${config.ipv4.prefix}`);
+      if (config.ipv6 !== undefined)
+        await addAddress(this.dev, `${config.ipv6.address}/${config.ipv6.prefix}`);
+      await setLinkUp(this.dev);
+      this.addressesApplied = true;
+    }
+    const wanted: AddedRoute[] = [];
+    // The pushed prefixes that the interface address does not already cover get explicit routes.
+    for (const route of config.routes)
+      wanted.push({ cidr: `${route.address}/${route.prefix}`, dev: this.dev });
+    if (options.fullTunnel) {
+      const family = isIP(options.serverAddress);
+      const viaPath = await routeGet(options.serverAddress);
+      wanted.unshift({
+        cidr: `${options.serverAddress}/${family === 6 ? 128 : 32}`,
+        dev: viaPath.dev,
+        via: viaPath.via,
+      });
+      wanted.push({ cidr: '0.0.0.0/1', dev: this.dev }, { cidr: '128.0.0.0/1', dev: this.dev });
+      if (config.ipv6 !== undefined)
+        wanted.push({ cidr: '::/1', dev: this.dev }, { cidr: '8000::/1', dev: this.dev });
+    }
+    for (const route of wanted) {
+      if (this.added.some((r) => r.cidr === route.cidr)) continue;
+      try {
+        await addRoute(route.cidr, { dev: route.dev, via: route.via });
+        this.added.push(route);
+      } catch (err) {
+        // The kernel already has it (the interface prefix route, usually): not ours to remove later.
+        if (!(err instanceof Error && /File exists/i.test(err.message))) throw err;
+      }
+    }
+    if (options.dns && config.dns.length > 0 && !this.dnsApplied) await this.applyDns(config.dns);
+    return this.added.map((r) => r.cidr);
+  }
+
+  private async applyDns(servers: readonly string[]): Promise<void> {
+    try {
+      await run('resolvectl', ['dns', this.dev, ...servers]);
+      await run('resolvectl', ['domain', this.dev, '~.']);
+      this.dnsApplied = true;
+      this.logger.info({ dns: servers }, 'DNS servers set on the tunnel interface (systemd-resolved)');
+    } catch {
+      this.logger.warn(
+        { dns: servers },
+        'the server pushed DNS servers but resolvectl is not available: set them by hand',
+      );
+    }
+  }
+
+  /** Removes the routes (and DNS settings) we added; the addresses go with the TUN when it closes. */
+  async undo(): Promise<void> {
+    for (const route of this.added.splice(0).reverse()) {
+      await delRoute(route.cidr, { dev: route.dev, via: route.via }).catch((err: unknown) => {
+        this.logger.warn({ route: route.cidr, err: String(err) }, 'could not remove route');
+      });
+    }
+    if (this.dnsApplied) {
+      await run('resolvectl', ['revert', this.dev]).catch(() => undefined);
+      this.dnsApplied = false;
+    }
+  }
+}

@@ -1,0 +1,171 @@
+// The front door: every HTTP/1.1 connection's first request passes here before Node's HTTP parser sees it.
+//
+//   TLS handshake ─► ALPN h2? ──────────────────────────────────────────► the site's own HTTP/2 handling
+//                    └─ http/1.1 ─► first bytes can still be "GET <tunnel path> "? ─ no ─► the site's own
+//                                   └─ yes: hold until the head is complete ─► accept()? ─ no ─► HTTP/1.1
+//                                                                              └─ yes ─► 101, tunnel engine
+//
+// Declined connections are handed to the very listener Node installed for the site (the bytes we read are
+// pushed back with unshift), so a probe without credentials talks to an ordinary Fastify site, byte for
+// byte, with Node's own keep-alive and timeout behaviour. Nothing here ever writes a response of its own
+// except the 101 for an accepted tunnel: that is what makes the tunnel path invisible.
+
+import type { Server as NetServer, Socket } from 'node:net';
+import { MAX_REQUEST_HEAD_BYTES } from '../limits.js';
+import { findHeadEnd, parseRequestHead, type RequestHead } from './request-head.js';
+
+/**
+ * How long a connection that has sent nothing yet may wait for its first bytes before it is handed to the
+ * site unexamined. A tunnel client sends its request in the same flight as its TLS Finished, so it always
+ * arrives at once; an idle probe then meets Node's own idle handling, a few seconds later than on a plain
+ * server, well inside the 30 s granularity of Node's header-timeout sweep.
+ */
+const FIRST_BYTES_WAIT_MS = 3_000;
+
+/**
+ * How long we hold a head that starts like a tunnel request. Matches Node's default headersTimeout (60 s):
+ * a plain server would wait as long for the same slow head before answering.
+ */
+const TUNNEL_HEAD_WAIT_MS = 60_000;
+
+export interface FrontDoorOptions {
+  /** Exact request target of the tunnel, e.g. "/x7Yq2/connect". */
+  readonly tunnelPath: string;
+  /**
+   * Decides a complete, well-formed GET head for the tunnel path. Return true to take the socket (the
+   * callee writes the 101 and owns the socket from then on; `rest` holds bytes that followed the head).
+   * Return false to hand the connection to the site. Must be synchronous and cheap: it runs for every
+   * probe of the tunnel path, and its cost is visible to a prober as latency.
+   */
+  readonly accept: (head: RequestHead, socket: Socket, rest: Buffer) => boolean;
+  /** Called when accept() throws; the connection then goes to the site. */
+  readonly onError?: (err: unknown) => void;
+}
+
+type ConnectionListener = (this: NetServer, socket: Socket) => void;
+
+/**
+ * Installs the front door on a server created by Fastify. `event` is 'secureConnection' for TLS servers
+ * (https, http2 with allowHTTP1) and 'connection' for plain HTTP.
+ */
+export function installFrontDoor(
+  server: NetServer,
+  event: 'secureConnection' | 'connection',
+  options: FrontDoorOptions,
+): void {
+  const siteListeners = server.listeners(event) as ConnectionListener[];
+  if (siteListeners.length === 0)
+    throw new Error(`front door: the server has no '${event}' listener to wrap`);
+  server.removeAllListeners(event);
+  const handToSite = (socket: Socket): void => {
+    for (const listener of siteListeners) listener.call(server, socket);
+    // Node's HTTP listener attaches its 'data' handler without resuming a socket we paused.
+    socket.resume();
+  };
+  const requestLinePrefix = Buffer.from(`GET ${options.tunnelPath} `, 'latin1');
+  server.on(event, (socket: Socket) => {
+    if ((socket as Socket & { alpnProtocol?: string | false }).alpnProtocol === 'h2') {
+      handToSite(socket);
+      return;
+    }
+    new FirstRequest(socket, requestLinePrefix, options, handToSite).start();
+  });
+}
+
+/** The life of one connection until its first request is decided. */
+class FirstRequest {
+  private chunks: Buffer[] = [];
+  private length = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private decided = false;
+
+  constructor(
+    private readonly socket: Socket,
+    private readonly prefix: Buffer,
+    private readonly options: FrontDoorOptions,
+    private readonly handToSite: (socket: Socket) => void,
+  ) {}
+
+  start(): void {
+    this.socket.on('data', this.onData);
+    this.socket.on('end', this.onGone);
+    this.socket.on('close', this.onGone);
+    this.socket.on('error', this.onGone);
+    this.timer = setTimeout(this.onTimeout, FIRST_BYTES_WAIT_MS);
+  }
+
+  private readonly onData = (chunk: Buffer): void => {
+    this.chunks.push(chunk);
+    this.length += chunk.length;
+    const buffered = this.chunks.length === 1 ? chunk : Buffer.concat(this.chunks, this.length);
+    this.chunks = [buffered];
+    // Still possibly a tunnel request? Compare what we have against "GET <path> ".
+    const compared = Math.min(buffered.length, this.prefix.length);
+    if (buffered.compare(this.prefix, 0, compared, 0, compared) !== 0) {
+      this.decline();
+      return;
+    }
+    if (buffered.length < this.prefix.length) {
+      this.waitMore();
+      return;
+    }
+    const headEnd = findHeadEnd(buffered);
+    if (headEnd === -1) {
+      if (buffered.length >= MAX_REQUEST_HEAD_BYTES) this.decline();
+      else this.waitMore();
+      return;
+    }
+    const head = parseRequestHead(buffered, headEnd);
+    if (head === null || head.target !== this.options.tunnelPath) {
+      this.decline();
+      return;
+    }
+    this.finish();
+    let accepted = false;
+    try {
+      accepted = this.options.accept(head, this.socket, buffered.subarray(headEnd));
+    } catch (err) {
+      this.options.onError?.(err);
+    }
+    if (!accepted) this.giveToSite(buffered);
+  };
+
+  private waitMore(): void {
+    // From the first byte on, a head that can still be the tunnel's may take as long as Node would wait.
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = setTimeout(this.onTimeout, TUNNEL_HEAD_WAIT_MS);
+  }
+
+  private readonly onTimeout = (): void => {
+    this.decline();
+  };
+
+  private readonly onGone = (): void => {
+    // The peer left (or broke) before we decided: nothing to hand over.
+    if (this.decided) return;
+    this.finish();
+    if (!this.socket.destroyed) this.socket.destroy();
+  };
+
+  private decline(): void {
+    if (this.decided) return;
+    this.finish();
+    this.giveToSite(this.chunks.length === 0 ? null : (this.chunks[0] as Buffer));
+  }
+
+  private finish(): void {
+    this.decided = true;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.socket.removeListener('data', this.onData);
+    this.socket.removeListener('end', this.onGone);
+    this.socket.removeListener('close', this.onGone);
+    this.socket.removeListener('error', this.onGone);
+  }
+
+  private giveToSite(buffered: Buffer | null): void {
+    this.socket.pause();
+    if (buffered !== null && buffered.length > 0) this.socket.unshift(buffered);
+    this.chunks = [];
+    this.handToSite(this.socket);
+  }
+}

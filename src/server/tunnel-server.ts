@@ -1,0 +1,254 @@
+// The server's tunnel engine. One TUN, one router, many sessions; the data path reads in one direction
+// each way:
+//
+//   client ─TLS─► Session (decode, anti-spoof, count) ─► onPacket ─► router: another client? ─► its Session
+//                                                                     └─ else ─► batch ─► TUN (one write per chunk)
+//   TUN batch ─► onBatch ─► router.lookupDestination ─► Session.queuePacket (frame into slab) ─► one socket
+//                                                          write per session per batch (microtask flush)
+//
+// All state lives on the instance (no module globals), so an engine per worker thread, each with its own
+// TUN queue (IFF_MULTI_QUEUE), is a matter of construction, not of rewriting.
+
+import type { Socket } from 'node:net';
+import { isFacadeError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { ipv4ToNumber, ipv6ToKey, parseCidr } from '../net/packet.js';
+import type { AddressPool, Lease } from '../net/pool.js';
+import { Router } from '../net/router.js';
+import type { PacketBatch, TunLike } from '../net/tun.js';
+import { type ControlMessage, DisconnectReason, describeReason, type Route } from '../tunnel/control.js';
+import { Session, type SessionCloseReason, type SessionSink } from '../tunnel/session.js';
+
+export interface TunnelServerOptions {
+  readonly tun: TunLike;
+  readonly pool: AddressPool;
+  readonly logger: Logger;
+  readonly mtu: number;
+  readonly keepaliveMs: number;
+  /** Let clients reach each other through the server (default off). */
+  readonly clientToClient: boolean;
+  /** Extra prefixes pushed to clients as routes (the pools themselves always are). */
+  readonly routes: readonly string[];
+  readonly dns: readonly string[];
+}
+
+export interface AttachRequest {
+  readonly user: string;
+  readonly remote: string;
+  readonly staticIpv4?: string | undefined;
+  readonly staticIpv6?: string | undefined;
+}
+
+/** Per-session data the engine keeps beside the session. */
+interface Peer {
+  readonly session: Session;
+  readonly user: string;
+  readonly remote: string;
+  readonly lease: Lease;
+  readonly ipv4: number;
+  readonly ipv6Key: string | undefined;
+}
+
+export interface TunnelServerStats {
+  sessions: number;
+  /** Packets from the TUN for an address no session holds. */
+  unknownDestinationDrops: number;
+  /** Client-to-client packets refused because clientToClient is off. */
+  clientToClientDrops: number;
+  /** Packets the TUN did not take (its queue was full). */
+  tunWriteDrops: number;
+}
+
+export class TunnelServer implements SessionSink {
+  readonly stats: TunnelServerStats = {
+    sessions: 0,
+    unknownDestinationDrops: 0,
+    clientToClientDrops: 0,
+    tunWriteDrops: 0,
+  };
+  private readonly options: TunnelServerOptions;
+  private readonly router = new Router<Peer>();
+  private readonly peers = new Map<Session, Peer>();
+  private readonly byUser = new Map<string, Peer>();
+  /** Packets decoded from one socket chunk, written to the TUN in one batch. */
+  private readonly toTun: Buffer[] = [];
+  private closed = false;
+
+  constructor(options: TunnelServerOptions) {
+    this.options = options;
+    options.tun.onBatch(this.onTunBatch);
+  }
+
+  get sessionCount(): number {
+    return this.peers.size;
+  }
+
+  /** A list for `facade status` and logs. */
+  describeSessions(): Array<Record<string, unknown>> {
+    return [...this.peers.values()].map((peer) => ({
+      user: peer.user,
+      remote: peer.remote,
+      ipv4: peer.lease.ipv4,
+      ipv6: peer.lease.ipv6,
+      since: new Date(peer.session.startedAt).toISOString(),
+      ...peer.session.stats,
+    }));
+  }
+
+  /**
+   * Takes an authenticated, upgraded socket: the 101 has been written. Leases an address, pushes CONFIG.
+   * On pool exhaustion the client is told why, in a DISCONNECT, and the session ends.
+   */
+  attach(socket: Socket, request: AttachRequest, initialBytes: Buffer): void {
+    const logger = this.options.logger.child({ user: request.user, remote: request.remote });
+    socket.setNoDelay(true);
+    if (this.closed) {
+      socket.destroy();
+      return;
+    }
+    // Same user again: the newer connection wins (a client that lost its link reconnects before the old
+    // session's dead-peer detection fires).
+    const previous = this.byUser.get(request.user);
+    if (previous !== undefined)
+      previous.session.close(DisconnectReason.REPLACED, 'the same user connected again');
+
+    let lease: Lease | undefined;
+    let leaseError: string | undefined;
+    try {
+      lease = this.options.pool.lease(request.user, {
+        staticIpv4: request.staticIpv4,
+        staticIpv6: request.staticIpv6,
+      });
+    } catch (err) {
+      if (!isFacadeError(err)) throw err;
+      leaseError = err.message;
+    }
+    const session = new Session({
+      socket,
+      sink: this,
+      logger,
+      keepaliveMs: this.options.keepaliveMs,
+      allowedSources:
+        lease === undefined
+          ? { ipv4: -1 }
+          : {
+              ipv4: ipv4ToNumber(lease.ipv4),
+              ipv6Key: lease.ipv6 === undefined ? undefined : ipv6ToKey(lease.ipv6),
+            },
+      initialBytes,
+    });
+    if (lease === undefined) {
+      logger.warn({ reason: leaseError }, 'no address for client: pool exhausted');
+      session.close(DisconnectReason.POOL_EXHAUSTED, leaseError ?? 'address pool exhausted');
+      return;
+    }
+    const peer: Peer = {
+      session,
+      user: request.user,
+      remote: request.remote,
+      lease,
+      ipv4: ipv4ToNumber(lease.ipv4),
+      ipv6Key: lease.ipv6 === undefined ? undefined : ipv6ToKey(lease.ipv6),
+    };
+    this.peers.set(session, peer);
+    this.byUser.set(request.user, peer);
+    this.router.add(peer, peer.ipv4, peer.ipv6Key);
+    this.stats.sessions = this.peers.size;
+    const pool = this.options.pool;
+    const routes = [pool.ipv4Cidr, ...this.options.routes];
+    if (lease.ipv6 !== undefined && pool.ipv6Cidr !== undefined) routes.push(pool.ipv6Cidr);
+    session.sendControl({
+      type: 'config',
+      ipv4: { address: lease.ipv4, prefix: pool.prefix4 },
+      ipv6: lease.ipv6 === undefined ? undefined : { address: lease.ipv6, prefix: pool.prefix6 ?? 64 },
+      serverIpv4: pool.serverIpv4,
+      serverIpv6: lease.ipv6 === undefined ? undefined : pool.serverIpv6,
+      mtu: this.options.mtu,
+      routes: routes.map(toRoute),
+      dns: [...this.options.dns],
+      keepaliveMs: this.options.keepaliveMs,
+      offload: false,
+    });
+    logger.info({ ipv4: lease.ipv4, ipv6: lease.ipv6 }, 'client connected, address assigned');
+  }
+
+  // --- TUN → clients -------------------------------------------------------------------------------
+
+  private readonly onTunBatch = (batch: PacketBatch): void => {
+    const { buffer, offsets, lengths, count } = batch;
+    for (let i = 0; i < count; i++) {
+      const offset = offsets[i] as number;
+      const peer = this.router.lookupDestination(buffer, offset);
+      if (peer === undefined) {
+        this.stats.unknownDestinationDrops++;
+        continue;
+      }
+      peer.session.queuePacket(buffer, offset, lengths[i] as number);
+    }
+  };
+
+  // --- clients → TUN (SessionSink) --------------------------------------------------------------------
+
+  onPacket(_session: Session, packet: Buffer): void {
+    const other = this.router.lookupDestination(packet, 0);
+    if (other !== undefined) {
+      if (this.options.clientToClient) other.session.queuePacket(packet, 0, packet.length);
+      else this.stats.clientToClientDrops++;
+      return;
+    }
+    this.toTun.push(packet);
+  }
+
+  onChunkEnd(_session: Session): void {
+    const count = this.toTun.length;
+    if (count === 0) return;
+    const written = this.options.tun.writePackets(this.toTun, count);
+    this.stats.tunWriteDrops += count - written;
+    this.toTun.length = 0;
+  }
+
+  onControl(session: Session, message: ControlMessage): void {
+    const peer = this.peers.get(session);
+    this.options.logger.debug(
+      { user: peer?.user, type: message.type },
+      'ignoring control message from client',
+    );
+  }
+
+  onClose(session: Session, reason: SessionCloseReason): void {
+    const peer = this.peers.get(session);
+    if (peer === undefined) return;
+    this.peers.delete(session);
+    if (this.byUser.get(peer.user) === peer) this.byUser.delete(peer.user);
+    this.router.remove(peer, peer.ipv4, peer.ipv6Key);
+    // The lease names its generation: a replaced session closing late cannot release its successor's.
+    this.options.pool.release(peer.user, peer.lease);
+    this.stats.sessions = this.peers.size;
+    this.options.logger.info(
+      {
+        user: peer.user,
+        remote: peer.remote,
+        ipv4: peer.lease.ipv4,
+        reason: describeReason(reason.code),
+        message: reason.message,
+        byPeer: reason.byPeer,
+        ...session.stats,
+        seconds: Math.round((Date.now() - session.startedAt) / 1000),
+      },
+      'client disconnected',
+    );
+  }
+
+  /** Ends every session with SERVER_SHUTDOWN. In-flight packets still queued on sockets are flushed. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const session of [...this.peers.keys()])
+      session.close(DisconnectReason.SERVER_SHUTDOWN, 'server shutting down');
+  }
+}
+
+function toRoute(cidr: string): Route {
+  const parsed = parseCidr(cidr);
+  return { family: parsed.family, address: parsed.address, prefix: parsed.prefix };
+}

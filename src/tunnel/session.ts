@@ -1,0 +1,301 @@
+// One tunnel session: a socket speaking the frame protocol, shared by server and client.
+//
+//   inbound:  socket chunk ─► FrameDecoder ─► onPacket: validate, anti-spoof, count ─► sink.onPacket
+//                                              (then sink.onChunkEnd: the engine writes its TUN batch)
+//   outbound: engine ─► queuePacket: bound check, frame header + copy into the slab ─► flush (one write
+//             per batch, scheduled as a microtask so a whole TUN batch leaves in one socket write)
+//
+// A session owns accounting, keepalive/dead-peer detection and its bounded output; it never touches the
+// TUN and never routes. Closing is a state: close() is idempotent, sends DISCONNECT when it can, and
+// reports to the sink exactly once.
+
+import type { Duplex } from 'node:stream';
+import { isFacadeError } from '../errors.js';
+import { DEAD_PEER_INTERVALS, MAX_PACKET_SIZE, MAX_SESSION_BUFFERED_BYTES } from '../limits.js';
+import type { Logger } from '../log.js';
+import { checkPacket, ipVersion, ipv4Source, ipv6SourceKey } from '../net/packet.js';
+import {
+  type ControlMessage,
+  DisconnectReason,
+  decodeControl,
+  describeReason,
+  encodeControlFrame,
+} from './control.js';
+import { FrameDecoder, type FrameSink } from './decoder.js';
+import { FRAME_HEADER_SIZE, FrameType, type OffloadHeader, writeFrameHeader } from './frame.js';
+
+/** Output slab size: frames are appended here and written in one piece; 256 KiB holds a full TUN batch. */
+const OUTPUT_SLAB_BYTES = 256 * 1024;
+
+/** How long a closing session waits for its DISCONNECT frame to drain before the socket is destroyed. */
+const CLOSE_LINGER_MS = 2_000;
+
+export interface SessionSink {
+  /** A packet that passed the session's checks. The view stays valid: the decoder never reuses it. */
+  onPacket(session: Session, packet: Buffer): void;
+  /** The socket chunk in hand is fully decoded: flush whatever was batched for it (TUN writes). */
+  onChunkEnd(session: Session): void;
+  /** A control message the session does not handle itself (CONFIG). */
+  onControl(session: Session, message: ControlMessage): void;
+  /** The session ended; called exactly once. */
+  onClose(session: Session, reason: SessionCloseReason): void;
+}
+
+export interface SessionCloseReason {
+  readonly code: number;
+  readonly message: string;
+  /** True when the peer ended it (its DISCONNECT, or the socket closing under us). */
+  readonly byPeer: boolean;
+}
+
+/** Source addresses a peer may use; packets from any other source are dropped (anti-spoofing). */
+export interface AllowedSources {
+  readonly ipv4: number;
+  readonly ipv6Key?: string | undefined;
+}
+
+export interface SessionOptions {
+  readonly socket: Duplex;
+  readonly sink: SessionSink;
+  readonly logger: Logger;
+  /** Idle interval between keepalive echo requests; 0 disables keepalive and dead-peer detection. */
+  readonly keepaliveMs: number;
+  /** Server side: the only source addresses this peer may send from. Client side: undefined. */
+  readonly allowedSources?: AllowedSources | undefined;
+  /** Largest DATA payload accepted (defaults to MAX_PACKET_SIZE). */
+  readonly maxPacket?: number;
+  /** Bytes that arrived together with the handshake and belong to the frame stream. */
+  readonly initialBytes?: Buffer | undefined;
+}
+
+export interface SessionStats {
+  bytesIn: number;
+  bytesOut: number;
+  packetsIn: number;
+  packetsOut: number;
+  /** Inbound packets whose source address was not the peer's own. */
+  spoofDrops: number;
+  /** Inbound frames that did not hold a plausible IP packet. */
+  invalidDrops: number;
+  /** Outbound packets dropped because the peer's socket had too much queued (slow or stalled peer). */
+  queueDrops: number;
+}
+
+export class Session implements FrameSink {
+  readonly stats: SessionStats = {
+    bytesIn: 0,
+    bytesOut: 0,
+    packetsIn: 0,
+    packetsOut: 0,
+    spoofDrops: 0,
+    invalidDrops: 0,
+    queueDrops: 0,
+  };
+  readonly startedAt = Date.now();
+
+  private readonly socket: Duplex;
+  private readonly sink: SessionSink;
+  private readonly logger: Logger;
+  private readonly decoder: FrameDecoder;
+  private allowed: AllowedSources | undefined;
+  private slab: Buffer | null = null;
+  private slabUsed = 0;
+  private flushFrom = 0;
+  private flushScheduled = false;
+  private keepaliveTimer: NodeJS.Timeout | undefined;
+  private bytesInAtLastTick = 0;
+  private idleTicks = 0;
+  private echoSeq = 0;
+  private closed = false;
+
+  constructor(options: SessionOptions) {
+    this.socket = options.socket;
+    this.sink = options.sink;
+    this.logger = options.logger;
+    this.allowed = options.allowedSources;
+    this.decoder = new FrameDecoder(this, { maxPayload: options.maxPacket ?? MAX_PACKET_SIZE });
+    this.socket.on('data', this.onSocketData);
+    this.socket.on('end', this.onSocketEnd);
+    this.socket.on('close', this.onSocketEnd);
+    this.socket.on('error', this.onSocketError);
+    if (options.keepaliveMs > 0) {
+      this.keepaliveTimer = setInterval(this.onKeepaliveTick, options.keepaliveMs);
+      this.keepaliveTimer.unref();
+    }
+    if (options.initialBytes !== undefined && options.initialBytes.length > 0) {
+      const initial = options.initialBytes;
+      queueMicrotask(() => this.onSocketData(initial));
+    }
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** Bytes handed to the socket and not yet flushed to the kernel, plus frames not yet handed over. */
+  get queuedBytes(): number {
+    return this.socket.writableLength + (this.slabUsed - this.flushFrom);
+  }
+
+  setAllowedSources(allowed: AllowedSources | undefined): void {
+    this.allowed = allowed;
+  }
+
+  // --- outbound ------------------------------------------------------------------------------------
+
+  /**
+   * Frames one packet for the peer. Returns false (and counts a drop) when the peer is too far behind:
+   * a slow peer must never stall the others, and TCP inside the tunnel recovers from the loss.
+   */
+  queuePacket(source: Buffer, offset: number, length: number): boolean {
+    if (this.closed) return false;
+    const frameLength = FRAME_HEADER_SIZE + length;
+    if (
+      this.socket.writableLength + (this.slabUsed - this.flushFrom) + frameLength >
+      MAX_SESSION_BUFFERED_BYTES
+    ) {
+      this.stats.queueDrops++;
+      return false;
+    }
+    let slab = this.slab;
+    if (slab === null || slab.length - this.slabUsed < frameLength) {
+      this.flush();
+      // The old slab stays alive as long as the writes that reference it; we only ever move forward.
+      slab = Buffer.allocUnsafeSlow(Math.max(OUTPUT_SLAB_BYTES, frameLength));
+      this.slab = slab;
+      this.slabUsed = 0;
+      this.flushFrom = 0;
+    }
+    writeFrameHeader(slab, this.slabUsed, FrameType.DATA, length);
+    source.copy(slab, this.slabUsed + FRAME_HEADER_SIZE, offset, offset + length);
+    this.slabUsed += frameLength;
+    this.stats.packetsOut++;
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      queueMicrotask(this.flush);
+    }
+    return true;
+  }
+
+  /** Writes every framed packet not yet written, in one socket write. */
+  readonly flush = (): void => {
+    this.flushScheduled = false;
+    if (this.slab === null || this.slabUsed === this.flushFrom || this.closed) return;
+    const bytes = this.slab.subarray(this.flushFrom, this.slabUsed);
+    this.flushFrom = this.slabUsed;
+    this.stats.bytesOut += bytes.length;
+    this.socket.write(bytes);
+  };
+
+  sendControl(message: ControlMessage): void {
+    if (this.closed || this.socket.destroyed) return;
+    this.flush();
+    const frame = encodeControlFrame(message);
+    this.stats.bytesOut += frame.length;
+    this.socket.write(frame);
+  }
+
+  // --- inbound (FrameSink) ---------------------------------------------------------------------------
+
+  onPacket(packet: Buffer, _offload: OffloadHeader | null): void {
+    if (checkPacket(packet, 0, packet.length) !== null) {
+      this.stats.invalidDrops++;
+      return;
+    }
+    const allowed = this.allowed;
+    if (allowed !== undefined) {
+      const version = ipVersion(packet, 0);
+      const ok =
+        version === 4
+          ? ipv4Source(packet, 0) === allowed.ipv4
+          : allowed.ipv6Key !== undefined && ipv6SourceKey(packet, 0) === allowed.ipv6Key;
+      if (!ok) {
+        this.stats.spoofDrops++;
+        return;
+      }
+    }
+    this.stats.packetsIn++;
+    this.sink.onPacket(this, packet);
+  }
+
+  onControl(payload: Buffer): void {
+    const message = decodeControl(payload);
+    switch (message.type) {
+      case 'echo-request':
+        this.sendControl({ type: 'echo-reply', seq: message.seq, timestamp: message.timestamp });
+        return;
+      case 'echo-reply':
+        return; // its bytes already proved the peer alive
+      case 'disconnect':
+        this.finish({ code: message.reason, message: message.message, byPeer: true });
+        return;
+      default:
+        this.sink.onControl(this, message);
+    }
+  }
+
+  private readonly onSocketData = (chunk: Buffer): void => {
+    if (this.closed) return;
+    this.stats.bytesIn += chunk.length;
+    try {
+      this.decoder.push(chunk);
+    } catch (err) {
+      // A malformed frame ends this one session, with a logged reason; never the process.
+      const message = err instanceof Error ? err.message : String(err);
+      this.logger.warn({ err: isFacadeError(err) ? err.code : message }, `protocol error: ${message}`);
+      this.sink.onChunkEnd(this);
+      this.close(DisconnectReason.PROTOCOL_ERROR, message);
+      return;
+    }
+    this.sink.onChunkEnd(this);
+  };
+
+  private readonly onSocketEnd = (): void => {
+    this.finish({ code: DisconnectReason.NORMAL, message: 'connection closed by peer', byPeer: true });
+  };
+
+  private readonly onSocketError = (err: Error): void => {
+    this.finish({ code: DisconnectReason.NORMAL, message: `connection error: ${err.message}`, byPeer: true });
+  };
+
+  private readonly onKeepaliveTick = (): void => {
+    if (this.stats.bytesIn !== this.bytesInAtLastTick) {
+      this.bytesInAtLastTick = this.stats.bytesIn;
+      this.idleTicks = 0;
+      return;
+    }
+    this.idleTicks++;
+    if (this.idleTicks >= DEAD_PEER_INTERVALS) {
+      this.close(DisconnectReason.DEAD_PEER, `peer silent for ${this.idleTicks} keepalive intervals`);
+      return;
+    }
+    this.sendControl({ type: 'echo-request', seq: this.echoSeq++ >>> 0, timestamp: Date.now() >>> 0 });
+  };
+
+  // --- closing ---------------------------------------------------------------------------------------
+
+  /** Ends the session from our side: tells the peer why (best effort), then closes the socket. */
+  close(reason: number, message: string): void {
+    if (this.closed) return;
+    if (!this.socket.destroyed && this.socket.writable) {
+      this.flush();
+      const text = message.length > 900 ? `${message.slice(0, 900)}…` : message;
+      this.socket.write(encodeControlFrame({ type: 'disconnect', reason, message: text }));
+    }
+    this.finish({ code: reason, message, byPeer: false });
+  }
+
+  private finish(reason: SessionCloseReason): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.keepaliveTimer !== undefined) clearInterval(this.keepaliveTimer);
+    this.socket.removeListener('data', this.onSocketData);
+    if (!this.socket.destroyed) {
+      this.socket.end();
+      setTimeout(() => this.socket.destroy(), CLOSE_LINGER_MS).unref();
+    }
+    this.slab = null;
+    this.logger.debug({ reason: describeReason(reason.code) }, 'session finished');
+    this.sink.onClose(this, reason);
+  }
+}

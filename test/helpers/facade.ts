@@ -1,0 +1,124 @@
+// Runs the real `facade` binary (dist/src/cli.js) inside test namespaces and waits for what it logs.
+
+import type { ChildProcess } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import type { Netns } from './netns.js';
+
+export const CLI = fileURLToPath(new URL('../../src/cli.js', import.meta.url));
+
+export interface FacadeProcess {
+  readonly child: ChildProcess;
+  /** Every line written so far (pino JSON, or plain text). */
+  readonly lines: string[];
+  /** Resolves with the first line (present or future) matching `pattern`. */
+  waitFor(pattern: RegExp, timeoutMs?: number): Promise<string>;
+  /** Counts lines matching `pattern`. */
+  count(pattern: RegExp): number;
+  /** SIGTERM (or `signal`), then wait for exit. */
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+export function startFacade(ns: Netns, args: readonly string[]): FacadeProcess {
+  const child = ns.spawn(process.execPath, [CLI, ...args]);
+  const lines: string[] = [];
+  const waiters: Array<{ pattern: RegExp; resolve: (line: string) => void }> = [];
+  let partial = '';
+  const onChunk = (chunk: Buffer): void => {
+    partial += chunk.toString('utf8');
+    const parts = partial.split('\n');
+    partial = parts.pop() ?? '';
+    for (const line of parts) {
+      lines.push(line);
+      if (process.env.FACADE_TEST_VERBOSE) process.stderr.write(`[${args[0]}] ${line}\n`);
+      for (let i = waiters.length - 1; i >= 0; i--) {
+        const waiter = waiters[i] as (typeof waiters)[number];
+        if (waiter.pattern.test(line)) {
+          waiters.splice(i, 1);
+          waiter.resolve(line);
+        }
+      }
+    }
+  };
+  child.stdout?.on('data', onChunk);
+  child.stderr?.on('data', onChunk);
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return {
+    child,
+    lines,
+    waitFor(pattern, timeoutMs = 20_000) {
+      const found = lines.find((line) => pattern.test(line));
+      if (found !== undefined) return Promise.resolve(found);
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => {
+          reject(
+            new Error(
+              `timed out waiting for ${pattern} from facade ${args[0]}; it said:\n${lines.slice(-15).join('\n')}`,
+            ),
+          );
+        }, timeoutMs);
+        const onExit = (): void => {
+          setTimeout(() => {
+            clearTimeout(timer);
+            reject(
+              new Error(
+                `facade ${args[0]} exited before ${pattern}; it said:\n${lines.slice(-15).join('\n')}`,
+              ),
+            );
+          }, 100);
+        };
+        child.once('exit', onExit);
+        waiters.push({
+          pattern,
+          resolve: (line) => {
+            clearTimeout(timer);
+            child.removeListener('exit', onExit);
+            resolve(line);
+          },
+        });
+      });
+    },
+    count(pattern) {
+      return lines.filter((line) => pattern.test(line)).length;
+    },
+    async stop(signal = 'SIGTERM') {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      return exited;
+    },
+  };
+}
+
+/** What the server writes to `<state-dir>/status.json` (the parts tests read). */
+export interface ServerStatus {
+  sessions: Array<{ user: string; ipv4: string; spoofDrops: number; packetsIn: number; packetsOut: number }>;
+  engine: { sessions: number; clientToClientDrops: number; unknownDestinationDrops: number };
+}
+
+/** Polls `<stateDir>/status.json` until `predicate` holds. */
+export async function waitForStatus(
+  stateDir: string,
+  predicate: (status: ServerStatus) => boolean,
+  timeoutMs = 15_000,
+): Promise<ServerStatus> {
+  const deadline = Date.now() + timeoutMs;
+  let last: ServerStatus | undefined;
+  while (Date.now() < deadline) {
+    try {
+      last = JSON.parse(await readFile(`${stateDir}/status.json`, 'utf8')) as ServerStatus;
+      if (predicate(last)) return last;
+    } catch {
+      // not written yet
+    }
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+  throw new Error(`status never matched; last: ${JSON.stringify(last)}`);
+}
+
+/** A pino line's field. */
+export function field(line: string, name: string): unknown {
+  try {
+    return (JSON.parse(line) as Record<string, unknown>)[name];
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,276 @@
+// The tunnel end to end: a real server and real clients in their own namespaces, real TLS, real TUNs.
+//
+//   ns C1 (client A) ── veth ──┐
+//                              ns S (facade server, TUN facade0 = first pool address)
+//   ns C2 (client B) ── veth ──┘
+//
+// Traffic stays inside these namespaces (198.18.0.0/15 only).
+
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { type FacadeProcess, field, startFacade, waitForStatus } from '../helpers/facade.js';
+import { createVethPair, Netns, netnsSkipReason, uniqueName } from '../helpers/netns.js';
+
+const skip = netnsSkipReason();
+const RAW_REQUEST = fileURLToPath(new URL('../helpers/raw-request-cli.js', import.meta.url));
+
+// Per-run subnets inside 198.18.0.0/15, so parallel files never share addresses even by mistake.
+const net = 100 + (process.pid % 50) * 2;
+const LINK_A = `198.19.${net}`;
+const LINK_B = `198.19.${net + 1}`;
+const POOL = `198.18.${net}`;
+const SERVER = `${LINK_A}.1`;
+const PORT = 8443;
+const PATH = '/k3y/tunnel';
+
+describe('tunnel between a facade server and two clients', { skip: skip ?? false }, () => {
+  let dir: string;
+  let ns: { s: Netns; a: Netns; b: Netns };
+  let server: FacadeProcess;
+  let clientA: FacadeProcess;
+  let clientB: FacadeProcess;
+  let fingerprint: string;
+  let addrA: string;
+  let addrB: string;
+  const extra: FacadeProcess[] = [];
+
+  const serverArgs = (more: string[] = []): string[] => [
+    'server',
+    '--listen',
+    `0.0.0.0:${PORT}`,
+    '--http-listen',
+    '127.0.0.1:8080',
+    '--pool',
+    `${POOL}.0/24`,
+    '--users',
+    join(dir, 'users.json'),
+    '--tunnel-path',
+    PATH,
+    '--state-dir',
+    join(dir, 'state'),
+    '--keepalive',
+    '1',
+    ...more,
+  ];
+  const clientArgs = (user: string, tun: string, more: string[] = []): string[] => [
+    'client',
+    `https://${SERVER}:${PORT}${PATH}`,
+    '--user',
+    user,
+    '--password-file',
+    join(dir, `${user}.pw`),
+    '--pin',
+    fingerprint,
+    '--tun',
+    tun,
+    '--keepalive',
+    '1',
+    ...more,
+  ];
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'facade-tunnel-'));
+    ns = { s: await Netns.create('ts'), a: await Netns.create('ta'), b: await Netns.create('tb') };
+    await createVethPair(ns.s, ns.a, { addrA: `${LINK_A}.1/24`, addrB: `${LINK_A}.2/24` });
+    await createVethPair(ns.s, ns.b, { addrA: `${LINK_B}.1/24`, addrB: `${LINK_B}.2/24` });
+    await ns.b.ip(['route', 'add', `${LINK_A}.0/24`, 'via', `${LINK_B}.1`]);
+    await ns.s.exec('sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
+    for (const user of ['alice', 'bob', 'carol']) await writeFile(join(dir, `${user}.pw`), `pw-of-${user}\n`);
+    for (const user of ['alice', 'bob', 'carol']) {
+      const child = ns.s.spawn(process.execPath, [
+        fileURLToPath(new URL('../../src/cli.js', import.meta.url)),
+        'user',
+        'add',
+        user,
+        '--users',
+        join(dir, 'users.json'),
+      ]);
+      child.stdin?.end(`pw-of-${user}\n`);
+      const code = await new Promise((resolve) => child.once('exit', resolve));
+      assert.equal(code, 0);
+    }
+    server = startFacade(ns.s, serverArgs());
+    const selfSigned = await server.waitFor(/self-signed certificate/);
+    fingerprint = String(field(selfSigned, 'fingerprint'));
+    await server.waitFor(/facade server ready/);
+    clientA = startFacade(ns.a, clientArgs('alice', uniqueName('fa')));
+    clientB = startFacade(ns.b, clientArgs('bob', uniqueName('fb')));
+    addrA = String(field(await clientA.waitFor(/connected:/), 'ipv4')).split('/')[0] as string;
+    addrB = String(field(await clientB.waitFor(/connected:/), 'ipv4')).split('/')[0] as string;
+  });
+
+  after(async () => {
+    for (const p of [clientA, clientB, server, ...extra]) await p?.stop('SIGKILL');
+    for (const n of Object.values(ns ?? {})) await n.destroy();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  test('clients get distinct addresses from the pool; the server holds the first', () => {
+    assert.match(addrA, new RegExp(`^${POOL.replace(/\./g, '\\.')}\\.\\d+$`));
+    assert.match(addrB, new RegExp(`^${POOL.replace(/\./g, '\\.')}\\.\\d+$`));
+    assert.notEqual(addrA, addrB);
+    assert.notEqual(addrA, `${POOL}.1`);
+  });
+
+  test('ping both ways through the tunnel', async () => {
+    const out = await ns.a.exec('ping', ['-c', '5', '-i', '0.2', '-W', '2', `${POOL}.1`]);
+    assert.match(out.stdout, / 0% packet loss/, out.stdout);
+    const back = await ns.s.exec('ping', ['-c', '5', '-i', '0.2', '-W', '2', addrA]);
+    assert.match(back.stdout, / 0% packet loss/, back.stdout);
+  });
+
+  test('a 64 MB TCP transfer arrives intact (sha256 matches)', async () => {
+    const sink = ns.s.spawn(process.execPath, [
+      '-e',
+      `const h=require('crypto').createHash('sha256');let n=0;require('net').createServer(s=>{s.on('data',d=>{h.update(d);n+=d.length});s.on('end',()=>{console.log(JSON.stringify({n,sha:h.digest('hex')}));process.exit(0)})}).listen(9000,'${POOL}.1',()=>console.log('listening'))`,
+    ]);
+    const sinkExited = new Promise((resolve) => sink.once('exit', resolve));
+    let sinkOut = '';
+    sink.stdout?.on('data', (d: Buffer) => (sinkOut += d.toString()));
+    for (let i = 0; i < 200 && !sinkOut.includes('listening'); i++) await new Promise((r) => setTimeout(r, 50));
+    assert.match(sinkOut, /listening/, 'the TCP sink is listening on the server tunnel address');
+    const source = await ns.a.exec(
+      process.execPath,
+      [
+        '-e',
+        `const c=require('crypto');const h=c.createHash('sha256');let left=64;const s=require('net').connect(9000,'${POOL}.1',()=>{const go=()=>{while(left>0){const b=c.randomBytes(1<<20);h.update(b);left--;if(!s.write(b)){s.once('drain',go);return}}s.end(()=>console.log(JSON.stringify({sha:h.digest('hex')})))};go()})`,
+      ],
+      { timeoutMs: 120_000 },
+    );
+    await sinkExited;
+    const sent = JSON.parse(source.stdout.trim()) as { sha: string };
+    const received = JSON.parse(sinkOut.split('\n').find((l) => l.startsWith('{')) ?? '{}') as {
+      n: number;
+      sha: string;
+    };
+    assert.equal(received.n, 64 * 1024 * 1024);
+    assert.equal(received.sha, sent.sha);
+  });
+
+  test('wrong password and missing credentials are answered exactly like an unknown path', async () => {
+    const raw = async (request: string): Promise<{ response: string; closed: boolean }> => {
+      const out = await ns.a.exec(process.execPath, [
+        RAW_REQUEST,
+        SERVER,
+        String(PORT),
+        Buffer.from(request).toString('base64'),
+      ]);
+      const parsed = JSON.parse(out.stdout.trim()) as { response: string; closed: boolean };
+      return {
+        response: Buffer.from(parsed.response, 'base64')
+          .toString('latin1')
+          .replace(/^Date: .*$/m, 'Date: X'),
+        closed: parsed.closed,
+      };
+    };
+    const head = (path: string, extraHeaders: string): string =>
+      `GET ${path} HTTP/1.1\r\nHost: ${SERVER}\r\nConnection: Upgrade\r\nUpgrade: facade\r\n${extraHeaders}\r\n`;
+    const wrongKey = Buffer.from(`alice:${Buffer.alloc(32, 7).toString('base64url')}`).toString('base64');
+    const unknownPath = await raw(head('/k3y/tunnelx', ''));
+    const noCredentials = await raw(head(PATH, ''));
+    const wrongPassword = await raw(head(PATH, `Authorization: Basic ${wrongKey}\r\n`));
+    const unknownUser = await raw(
+      head(
+        PATH,
+        `Authorization: Basic ${Buffer.from(`mallory:${Buffer.alloc(32).toString('base64url')}`).toString('base64')}\r\n`,
+      ),
+    );
+    assert.match(unknownPath.response, /^HTTP\/1\.1 404 /);
+    assert.equal(noCredentials.response, unknownPath.response);
+    assert.equal(wrongPassword.response, unknownPath.response);
+    assert.equal(unknownUser.response, unknownPath.response);
+    assert.equal(noCredentials.closed, unknownPath.closed);
+    assert.equal(wrongPassword.closed, unknownPath.closed);
+    assert.ok(server.count(/tunnel request refused/) >= 3, 'auth failures are logged');
+  });
+
+  test('a packet with a spoofed source address is dropped and counted', async () => {
+    const tunA = String(field(clientA.lines.find((l) => /connected:/.test(l)) ?? '', 'dev'));
+    const spoofed = `${POOL}.250`;
+    await ns.a.ip(['addr', 'add', `${spoofed}/32`, 'dev', tunA]);
+    const out = await ns.a.exec('ping', ['-c', '3', '-i', '0.2', '-W', '1', '-I', spoofed, `${POOL}.1`]);
+    assert.match(out.stdout, / 100% packet loss/, out.stdout);
+    const status = await waitForStatus(join(dir, 'state'), (s) =>
+      s.sessions.some((x) => x.user === 'alice' && x.spoofDrops >= 3),
+    );
+    assert.ok(status.sessions.length >= 2);
+    const honest = await ns.a.exec('ping', ['-c', '2', '-i', '0.2', '-W', '2', `${POOL}.1`]);
+    assert.match(honest.stdout, / 0% packet loss/);
+  });
+
+  test('client-to-client traffic is blocked by default', async () => {
+    const out = await ns.a.exec('ping', ['-c', '3', '-i', '0.2', '-W', '1', addrB]);
+    assert.match(out.stdout, / 100% packet loss/, out.stdout);
+    await waitForStatus(join(dir, 'state'), (s) => s.engine.clientToClientDrops >= 3);
+  });
+
+  test('server killed and restarted: clients reconnect by themselves, keep their addresses; client-to-client when enabled', async () => {
+    const before = { a: clientA.count(/connected:/), b: clientB.count(/connected:/) };
+    await server.stop('SIGKILL');
+    await new Promise((r) => setTimeout(r, 500));
+    server = startFacade(ns.s, serverArgs(['--client-to-client']));
+    await server.waitFor(/facade server ready/);
+    const again = async (client: FacadeProcess, earlier: number): Promise<string> => {
+      const deadline = Date.now() + 30_000;
+      while (client.count(/connected:/) === earlier && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+      const lines = client.lines.filter((l) => /connected:/.test(l));
+      assert.equal(lines.length, earlier + 1, 'the client reconnected');
+      return String(field(lines.at(-1) as string, 'ipv4')).split('/')[0] as string;
+    };
+    assert.equal(await again(clientA, before.a), addrA);
+    assert.equal(await again(clientB, before.b), addrB);
+    const out = await ns.a.exec('ping', ['-c', '3', '-i', '0.2', '-W', '2', addrB]);
+    assert.match(out.stdout, / 0% packet loss/, out.stdout);
+  });
+
+  test('a full pool gives the next client a clear reason', async () => {
+    // A second server with a /30 pool: one address for clients. alice takes it, carol is told why not.
+    const small = `198.18.${net + 1}`;
+    const tunName = uniqueName('fs');
+    const port = PORT + 1;
+    const full = startFacade(ns.s, [
+      ...serverArgs().slice(0, 1),
+      '--listen',
+      `0.0.0.0:${port}`,
+      '--http-listen',
+      '127.0.0.1:8081',
+      '--pool',
+      `${small}.0/30`,
+      '--users',
+      join(dir, 'users.json'),
+      '--tunnel-path',
+      PATH,
+      '--state-dir',
+      join(dir, 'state-small'),
+      '--tun',
+      tunName,
+    ]);
+    extra.push(full);
+    const smallFingerprint = String(field(await full.waitFor(/self-signed certificate/), 'fingerprint'));
+    await full.waitFor(/facade server ready/);
+    const args = (user: string, tun: string): string[] => [
+      'client',
+      `https://${SERVER}:${port}${PATH}`,
+      '--user',
+      user,
+      '--password-file',
+      join(dir, `${user}.pw`),
+      '--pin',
+      smallFingerprint,
+      '--tun',
+      tun,
+    ];
+    const first = startFacade(ns.a, args('alice', uniqueName('fx')));
+    extra.push(first);
+    await first.waitFor(/connected:/);
+    const second = startFacade(ns.b, args('carol', uniqueName('fy')));
+    extra.push(second);
+    const line = await second.waitFor(/server has no free address/);
+    assert.match(line, /exhausted/);
+    await full.waitFor(/pool exhausted/);
+  });
+});
