@@ -143,6 +143,20 @@ async function runServer(argv: string[]): Promise<number> {
   const config = validateServerConfig(settings);
   const logger = createLogger({ level: config.logLevel });
   const server = await startServer(config, logger);
+  // SIGHUP: renew the ACME certificate now (an operator's "reload"); the old one serves until it succeeds.
+  process.on('SIGHUP', () => {
+    if (server.certificates === undefined) {
+      logger.info('SIGHUP: nothing to renew (no ACME certificate)');
+      return;
+    }
+    logger.info('SIGHUP: renewing the certificate now');
+    server.certificates.renewNow().catch((err: unknown) => {
+      logger.warn(
+        { err: err instanceof Error ? err.message : String(err) },
+        'forced renewal failed; the old certificate keeps serving',
+      );
+    });
+  });
   await untilSignal(logger);
   await server.close();
   return 0;
