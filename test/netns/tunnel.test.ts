@@ -131,7 +131,8 @@ describe('tunnel between a facade server and two clients', { skip: skip ?? false
     const sinkExited = new Promise((resolve) => sink.once('exit', resolve));
     let sinkOut = '';
     sink.stdout?.on('data', (d: Buffer) => (sinkOut += d.toString()));
-    for (let i = 0; i < 200 && !sinkOut.includes('listening'); i++) await new Promise((r) => setTimeout(r, 50));
+    for (let i = 0; i < 200 && !sinkOut.includes('listening'); i++)
+      await new Promise((r) => setTimeout(r, 50));
     assert.match(sinkOut, /listening/, 'the TCP sink is listening on the server tunnel address');
     const source = await ns.a.exec(
       process.execPath,
@@ -216,7 +217,8 @@ describe('tunnel between a facade server and two clients', { skip: skip ?? false
     await server.waitFor(/facade server ready/);
     const again = async (client: FacadeProcess, earlier: number): Promise<string> => {
       const deadline = Date.now() + 30_000;
-      while (client.count(/connected:/) === earlier && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+      while (client.count(/connected:/) === earlier && Date.now() < deadline)
+        await new Promise((r) => setTimeout(r, 200));
       const lines = client.lines.filter((l) => /connected:/.test(l));
       assert.equal(lines.length, earlier + 1, 'the client reconnected');
       return String(field(lines.at(-1) as string, 'ipv4')).split('/')[0] as string;
