@@ -14,6 +14,7 @@ import { createLogger, type Logger } from './log.js';
 import { TunDevice } from './net/tun.js';
 import { startServer } from './server/server.js';
 import { runUserCommand } from './server/user-command.js';
+import { UsersFile } from './server/users.js';
 
 const HELP = `facade — a VPN whose server is an ordinary HTTPS website
 
@@ -224,6 +225,8 @@ async function runInit(argv: string[]): Promise<number> {
     stateDir: resolve(dir, 'state'),
   };
   await writeFile(configPath, `${JSON.stringify(config, null, 2)}\n`, { mode: 0o600, flag: 'wx' });
+  const users = await UsersFile.load(config.users, { allowMissing: true });
+  await users.save();
   process.stdout.write(
     `wrote ${configPath} (secret tunnel path ${tunnelPath})\n\n` +
       `next:\n  echo 'a-long-password' | npx facade user add alice --users ${config.users}\n` +
