@@ -23,6 +23,7 @@ import { dirname } from 'node:path';
 import { writeFileAtomic } from '../atomic-file.js';
 import { facadeError } from '../errors.js';
 import { LEASE_GRACE_MS } from '../limits.js';
+import { ipv6ToKey, keyToIpv6, numberToIpv4, ipv4ToNumber as packetIpv4ToNumber } from './packet.js';
 
 /**
  * Hosts (server included) one pool leases from, per family. Bounds the allocator state to ~400 KiB per
@@ -106,59 +107,22 @@ interface LeaseEntry {
 
 // --- address arithmetic ------------------------------------------------------------------------------
 
-/** Dotted quad to unsigned 32-bit number; NaN when not an IPv4 address. */
+/** Dotted quad to unsigned 32-bit number; NaN when not an IPv4 address (src/net/packet.ts does the parsing). */
 export function ipv4ToNumber(address: string): number {
-  if (!isIPv4(address)) return Number.NaN;
-  const [a, b, c, d] = address.split('.').map(Number) as [number, number, number, number];
-  return ((a << 24) | (b << 16) | (c << 8) | d) >>> 0;
+  return isIPv4(address) ? packetIpv4ToNumber(address) : Number.NaN;
 }
 
-export function numberToIpv4(value: number): string {
-  return `${value >>> 24}.${(value >>> 16) & 255}.${(value >>> 8) & 255}.${value & 255}`;
-}
+export { numberToIpv4 };
 
 /** IPv6 text (any valid form, no zone) to a 128-bit bigint; undefined when not an IPv6 address. */
 export function ipv6ToBigInt(address: string): bigint | undefined {
   if (!isIPv6(address) || address.includes('%')) return undefined;
-  let text = address;
-  // An embedded IPv4 tail (::ffff:1.2.3.4) is two 16-bit groups.
-  const lastColon = text.lastIndexOf(':');
-  const tail = text.slice(lastColon + 1);
-  if (tail.includes('.')) {
-    const v4 = ipv4ToNumber(tail);
-    text = `${text.slice(0, lastColon + 1)}${(v4 >>> 16).toString(16)}:${(v4 & 0xffff).toString(16)}`;
-  }
-  const halves = text.split('::');
-  const head = halves[0] === '' ? [] : halves[0]!.split(':');
-  const rest = halves.length === 2 ? (halves[1] === '' ? [] : halves[1]!.split(':')) : [];
-  const groups = [...head, ...new Array<string>(8 - head.length - rest.length).fill('0'), ...rest];
-  let value = 0n;
-  for (const group of groups) value = (value << 16n) | BigInt(Number.parseInt(group, 16));
-  return value;
+  return BigInt(`0x${Buffer.from(ipv6ToKey(address), 'latin1').toString('hex')}`);
 }
 
 /** 128-bit bigint to the canonical RFC 5952 text (lower case, longest zero run compressed). */
 export function bigIntToIpv6(value: bigint): string {
-  const groups: number[] = [];
-  for (let shift = 112n; shift >= 0n; shift -= 16n) groups.push(Number((value >> shift) & 0xffffn));
-  let bestStart = -1;
-  let bestLength = 1;
-  for (let i = 0; i < 8; ) {
-    if (groups[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLength) {
-      bestStart = i;
-      bestLength = j - i;
-    }
-    i = j;
-  }
-  const hex = groups.map((g) => g.toString(16));
-  if (bestStart === -1) return hex.join(':');
-  return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLength).join(':')}`;
+  return keyToIpv6(Buffer.from(value.toString(16).padStart(32, '0'), 'hex').toString('latin1'));
 }
 
 // --- one family's range and allocator -----------------------------------------------------------------

@@ -7,9 +7,10 @@
 // certificate: a crash between the two renames shows up as FACADE_ERR_CERT_LOAD ("key does not match"),
 // which the callers answer by making a new pair instead of serving a broken one.
 
-import { createPrivateKey, randomBytes, X509Certificate } from 'node:crypto';
-import { chmod, mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { createPrivateKey, X509Certificate } from 'node:crypto';
+import { chmod, mkdir, readFile, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { writeFileAtomic as writeFileAtomicRaw } from '../atomic-file.js';
 import { facadeError, isFacadeError } from '../errors.js';
 
 /** Only the server's own user may list or enter the state directory: it holds private keys. */
@@ -96,46 +97,20 @@ export async function ensureStateDir(dir: string): Promise<void> {
   }
 }
 
-/**
- * Replaces `path` with `data` atomically: temp file in the same directory (created 0600 with O_EXCL, so
- * no one else can have it open), fsync, rename, fsync of the directory so the rename survives a crash.
- */
+/** src/atomic-file.ts's crash-safe replace, with failures reported as the state directory's. */
 export async function writeFileAtomic(
   path: string,
   data: string | Uint8Array,
   mode: number = STATE_FILE_MODE,
 ): Promise<void> {
-  const temp = `${path}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
   try {
-    const file = await open(temp, 'wx', mode);
-    try {
-      // The umask may have cleared bits of `mode`; set exactly what was asked.
-      await file.chmod(mode);
-      await file.writeFile(data);
-      await file.sync();
-    } finally {
-      await file.close();
-    }
-    await rename(temp, path);
+    await writeFileAtomicRaw(path, data, mode);
   } catch (err) {
-    await unlink(temp).catch(() => {});
     const errno = (err as NodeJS.ErrnoException).code;
     throw facadeError('STATE_DIR', [dirname(path), `writing ${path} failed: ${(err as Error).message}`], {
       cause: err,
       ...(errno === undefined ? {} : { errno }),
     });
-  }
-  await syncDirectory(dirname(path));
-}
-
-async function syncDirectory(dir: string): Promise<void> {
-  const handle = await open(dir, 'r');
-  try {
-    await handle.sync();
-  } catch {
-    // Some filesystems refuse fsync on a directory (EINVAL); the rename itself already happened.
-  } finally {
-    await handle.close();
   }
 }
 
