@@ -1,0 +1,154 @@
+// The shared Session over real loopback TCP sockets: keepalive, dead-peer detection, malformed frames,
+// anti-spoofing and the bounded output queue.
+
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { connect, createServer, type Socket } from 'node:net';
+import { test } from 'node:test';
+import { MAX_SESSION_BUFFERED_BYTES } from '../../src/limits.js';
+import { createLogger } from '../../src/log.js';
+import { ipv4ToNumber, setIpv4HeaderChecksum } from '../../src/net/packet.js';
+import { DisconnectReason, decodeControl } from '../../src/tunnel/control.js';
+import { FrameDecoder } from '../../src/tunnel/decoder.js';
+import { encodeFrame, FrameType } from '../../src/tunnel/frame.js';
+import { Session, type SessionCloseReason, type SessionSink } from '../../src/tunnel/session.js';
+
+const logger = createLogger({ level: 'silent' });
+
+async function socketPair(): Promise<[Socket, Socket]> {
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const address = server.address();
+  if (address === null || typeof address === 'string') throw new Error('no address');
+  const accepted = once(server, 'connection');
+  const client = connect(address.port, '127.0.0.1');
+  const [serverSide] = (await accepted) as [Socket];
+  await once(client, 'connect').catch(() => undefined);
+  server.close();
+  return [serverSide, client];
+}
+
+class RecordingSink implements SessionSink {
+  packets: Buffer[] = [];
+  closes: SessionCloseReason[] = [];
+  private resolveClosed: (reason: SessionCloseReason) => void = () => {};
+  readonly closed = new Promise<SessionCloseReason>((resolve) => {
+    this.resolveClosed = resolve;
+  });
+  onPacket(_s: Session, packet: Buffer): void {
+    this.packets.push(Buffer.from(packet));
+  }
+  onChunkEnd(): void {}
+  onControl(): void {}
+  onClose(_s: Session, reason: SessionCloseReason): void {
+    this.closes.push(reason);
+    this.resolveClosed(reason);
+  }
+}
+
+function ipv4Packet(source: string, destination: string): Buffer {
+  const packet = Buffer.alloc(28);
+  packet[0] = 0x45;
+  packet.writeUInt16BE(28, 2);
+  packet[8] = 64;
+  packet[9] = 17;
+  packet.writeUInt32BE(ipv4ToNumber(source), 12);
+  packet.writeUInt32BE(ipv4ToNumber(destination), 16);
+  setIpv4HeaderChecksum(packet, 0);
+  return packet;
+}
+
+test('two live peers keep each other alive with echoes', async () => {
+  const [a, b] = await socketPair();
+  const sinkA = new RecordingSink();
+  const sinkB = new RecordingSink();
+  const sessionA = new Session({ socket: a, sink: sinkA, logger, keepaliveMs: 40 });
+  const sessionB = new Session({ socket: b, sink: sinkB, logger, keepaliveMs: 40 });
+  await new Promise((r) => setTimeout(r, 400));
+  assert.equal(sinkA.closes.length, 0);
+  assert.equal(sinkB.closes.length, 0);
+  assert.ok(sessionA.stats.bytesIn > 0 && sessionB.stats.bytesIn > 0, 'echo traffic flowed both ways');
+  sessionA.close(DisconnectReason.NORMAL, 'test done');
+  const reason = await sinkB.closed;
+  assert.equal(reason.code, DisconnectReason.NORMAL);
+  assert.equal(reason.byPeer, true);
+  assert.equal(reason.message, 'test done');
+});
+
+test('a silent peer is declared dead after the keepalive intervals run out', async () => {
+  const [a, b] = await socketPair();
+  b.pause(); // reads nothing, answers nothing
+  const sink = new RecordingSink();
+  new Session({ socket: a, sink, logger, keepaliveMs: 30 });
+  const reason = await sink.closed;
+  assert.equal(reason.code, DisconnectReason.DEAD_PEER);
+  assert.equal(reason.byPeer, false);
+  b.destroy();
+});
+
+test('a malformed frame ends that session once, and the peer is told why', async () => {
+  const [a, b] = await socketPair();
+  const sink = new RecordingSink();
+  new Session({ socket: a, sink, logger, keepaliveMs: 0 });
+  const received: string[] = [];
+  const decoder = new FrameDecoder({
+    onPacket() {},
+    onControl(payload) {
+      const message = decodeControl(payload);
+      if (message.type === 'disconnect') received.push(`${message.reason}:${message.message}`);
+    },
+  });
+  b.on('data', (chunk: Buffer) => decoder.push(chunk));
+  b.write(Buffer.from([9, 1, 0, 4, 1, 2, 3, 4])); // version 9
+  const reason = await sink.closed;
+  assert.equal(reason.code, DisconnectReason.PROTOCOL_ERROR);
+  await once(b, 'end');
+  assert.equal(received.length, 1);
+  assert.match(received[0] as string, /^1:.*version 9/);
+  assert.equal(sink.closes.length, 1);
+  b.destroy();
+});
+
+test('packets from a source other than the peer address are dropped and counted', async () => {
+  const [a, b] = await socketPair();
+  const sink = new RecordingSink();
+  const session = new Session({
+    socket: a,
+    sink,
+    logger,
+    keepaliveMs: 0,
+    allowedSources: { ipv4: ipv4ToNumber('198.18.8.2') },
+  });
+  b.write(encodeFrame(FrameType.DATA, ipv4Packet('198.18.8.99', '198.18.8.1')));
+  b.write(encodeFrame(FrameType.DATA, ipv4Packet('198.18.8.2', '198.18.8.1')));
+  b.write(encodeFrame(FrameType.DATA, Buffer.from('not an ip packet at all, just text')));
+  for (let i = 0; i < 50 && session.stats.bytesIn < 3 * 32; i++) await new Promise((r) => setTimeout(r, 10));
+  assert.equal(session.stats.spoofDrops, 1);
+  assert.equal(session.stats.invalidDrops, 1);
+  assert.equal(sink.packets.length, 1);
+  assert.equal(sink.packets[0]?.readUInt32BE(12), ipv4ToNumber('198.18.8.2'));
+  session.close(DisconnectReason.NORMAL, 'done');
+  b.destroy();
+});
+
+test('a peer that stops reading makes queuePacket drop instead of buffering without bound', async () => {
+  const [a, b] = await socketPair();
+  b.pause();
+  const sink = new RecordingSink();
+  const session = new Session({ socket: a, sink, logger, keepaliveMs: 0 });
+  const packet = ipv4Packet('198.18.8.1', '198.18.8.2');
+  const big = Buffer.alloc(1400);
+  packet.copy(big);
+  let accepted = 0;
+  for (let round = 0; round < 200 && session.stats.queueDrops === 0; round++) {
+    for (let i = 0; i < 100; i++) if (session.queuePacket(big, 0, big.length)) accepted++;
+    session.flush();
+    await new Promise((r) => setImmediate(r));
+  }
+  assert.ok(session.stats.queueDrops > 0, 'packets were dropped once the peer fell behind');
+  assert.ok(session.queuedBytes <= MAX_SESSION_BUFFERED_BYTES + 1404, `queued ${session.queuedBytes} bytes`);
+  assert.ok(accepted * 1404 >= MAX_SESSION_BUFFERED_BYTES / 2, 'it did buffer up to the limit first');
+  session.close(DisconnectReason.NORMAL, 'done');
+  b.destroy();
+});
