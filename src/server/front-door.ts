@@ -23,10 +23,13 @@ import { findHeadEnd, parseRequestHead, type RequestHead } from './request-head.
 const FIRST_BYTES_WAIT_MS = 3_000;
 
 /**
- * How long we hold a head that starts like a tunnel request. Matches Node's default headersTimeout (60 s):
- * a plain server would wait as long for the same slow head before answering.
+ * How long we hold a head that starts like a tunnel request before giving it to the site. A real client
+ * writes its whole head at once, so it arrives within a round trip or a retransmission or two. The hold is
+ * kept short because Node's own header timer starts only when the site gets the connection: a slow head
+ * on the tunnel path then closes at most this much later than on a plain server, inside the 30 s
+ * granularity of Node's header-timeout sweep. (Only someone who knows the secret path can see it at all.)
  */
-const TUNNEL_HEAD_WAIT_MS = 60_000;
+const TUNNEL_HEAD_WAIT_MS = 5_000;
 
 export interface FrontDoorOptions {
   /** Exact request target of the tunnel, e.g. "/x7Yq2/connect". */
