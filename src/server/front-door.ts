@@ -1,9 +1,15 @@
 // The front door: every HTTP/1.1 connection's first request passes here before Node's HTTP parser sees it.
 //
-//   TLS handshake ─► ALPN h2? ──────────────────────────────────────────► the site's own HTTP/2 handling
-//                    └─ http/1.1 ─► first bytes can still be "GET <tunnel path> "? ─ no ─► the site's own
-//                                   └─ yes: hold until the head is complete ─► accept()? ─ no ─► HTTP/1.1
-//                                                                              └─ yes ─► 101, tunnel engine
+//   TLS handshake ─► ALPN h2? ───────────────────────────────────────────► the site's own HTTP/2 handling
+//                    └─ http/1.1 ─► head complete in what arrived? ─ yes ─► authenticate() ─┬─► tunnel path
+//                                   │                                    (every path, same  │   and valid: 101,
+//                                   │                                     cost)             │   tunnel engine
+//                                   │                                                       └─► else: the site
+//                                   └─ no: can it still be "GET <tunnel path> "? ─ yes: hold (briefly)
+//                                                                                └─ no ─► the site's own HTTP/1.1
+//
+// authenticate() runs for every complete first head, not only the tunnel path's, so that a wrong password
+// costs the server exactly what an unknown path costs: the time to the 404 tells a prober nothing.
 //
 // Declined connections are handed to the very listener Node installed for the site (the bytes we read are
 // pushed back with unshift), so a probe without credentials talks to an ordinary Fastify site, byte for
@@ -31,17 +37,26 @@ const FIRST_BYTES_WAIT_MS = 3_000;
  */
 const TUNNEL_HEAD_WAIT_MS = 5_000;
 
-export interface FrontDoorOptions {
+export interface FrontDoorOptions<T> {
   /** Exact request target of the tunnel, e.g. "/x7Yq2/connect". */
   readonly tunnelPath: string;
   /**
-   * Decides a complete, well-formed GET head for the tunnel path. Return true to take the socket (the
-   * callee writes the 101 and owns the socket from then on; `rest` holds bytes that followed the head).
-   * Return false to hand the connection to the site. Must be synchronous and cheap: it runs for every
-   * probe of the tunnel path, and its cost is visible to a prober as latency.
+   * Checks a complete first-request head (null when it did not parse) and returns who it authenticates,
+   * or null. Called for EVERY complete first head, whatever its path, and must cost the same whatever
+   * the answer: synchronous, cheap, no logging (see onRefused).
    */
-  readonly accept: (head: RequestHead, socket: Socket, rest: Buffer) => boolean;
-  /** Called when accept() throws; the connection then goes to the site. */
+  readonly authenticate: (head: RequestHead | null) => T | null;
+  /**
+   * Takes an authenticated request for the tunnel path: writes the 101 and owns the socket from then on;
+   * `rest` holds bytes that followed the head.
+   */
+  readonly accept: (head: RequestHead, socket: Socket, rest: Buffer, identity: T) => void;
+  /**
+   * A request for the tunnel path that was refused; called after the connection went to the site, before
+   * it answers: record, do not work (no parsing, no logging) here.
+   */
+  readonly onRefused?: (head: RequestHead | null, remoteAddress: string) => void;
+  /** Called when accept() throws; the socket is destroyed (it may have seen part of a 101). */
   readonly onError?: (err: unknown) => void;
 }
 
@@ -51,10 +66,10 @@ type ConnectionListener = (this: NetServer, socket: Socket) => void;
  * Installs the front door on a server created by Fastify. `event` is 'secureConnection' for TLS servers
  * (https, http2 with allowHTTP1) and 'connection' for plain HTTP.
  */
-export function installFrontDoor(
+export function installFrontDoor<T>(
   server: NetServer,
   event: 'secureConnection' | 'connection',
-  options: FrontDoorOptions,
+  options: FrontDoorOptions<T>,
 ): void {
   const siteListeners = server.listeners(event) as ConnectionListener[];
   if (siteListeners.length === 0)
@@ -76,7 +91,7 @@ export function installFrontDoor(
 }
 
 /** The life of one connection until its first request is decided. */
-class FirstRequest {
+class FirstRequest<T> {
   private chunks: Buffer[] = [];
   private length = 0;
   private timer: NodeJS.Timeout | undefined;
@@ -85,7 +100,7 @@ class FirstRequest {
   constructor(
     private readonly socket: Socket,
     private readonly prefix: Buffer,
-    private readonly options: FrontDoorOptions,
+    private readonly options: FrontDoorOptions<T>,
     private readonly handToSite: (socket: Socket) => void,
   ) {}
 
@@ -102,36 +117,41 @@ class FirstRequest {
     this.length += chunk.length;
     const buffered = this.chunks.length === 1 ? chunk : Buffer.concat(this.chunks, this.length);
     this.chunks = [buffered];
-    // Still possibly a tunnel request? Compare what we have against "GET <path> ".
-    const compared = Math.min(buffered.length, this.prefix.length);
-    if (buffered.compare(this.prefix, 0, compared, 0, compared) !== 0) {
-      this.decline();
-      return;
-    }
-    if (buffered.length < this.prefix.length) {
-      this.waitMore();
-      return;
-    }
     const headEnd = findHeadEnd(buffered);
-    if (headEnd === -1) {
-      if (buffered.length >= MAX_REQUEST_HEAD_BYTES) this.decline();
-      else this.waitMore();
+    if (headEnd !== -1) {
+      this.decide(buffered, headEnd);
       return;
     }
-    const head = parseRequestHead(buffered, headEnd);
-    if (head === null || head.target !== this.options.tunnelPath) {
+    // Incomplete: hold it only while it can still be "GET <tunnel path> ...".
+    const compared = Math.min(buffered.length, this.prefix.length);
+    if (
+      buffered.compare(this.prefix, 0, compared, 0, compared) !== 0 ||
+      buffered.length >= MAX_REQUEST_HEAD_BYTES
+    ) {
       this.decline();
       return;
     }
-    this.finish();
-    let accepted = false;
-    try {
-      accepted = this.options.accept(head, this.socket, buffered.subarray(headEnd));
-    } catch (err) {
-      this.options.onError?.(err);
-    }
-    if (!accepted) this.giveToSite(buffered);
+    this.waitMore();
   };
+
+  private decide(buffered: Buffer, headEnd: number): void {
+    this.finish();
+    const head = parseRequestHead(buffered, headEnd);
+    const identity = this.options.authenticate(head);
+    const forTunnel = head !== null && head.target === this.options.tunnelPath;
+    if (forTunnel && identity !== null) {
+      try {
+        this.options.accept(head, this.socket, buffered.subarray(headEnd), identity);
+      } catch (err) {
+        this.options.onError?.(err);
+        this.socket.destroy();
+      }
+      return;
+    }
+    this.giveToSite(buffered);
+    // Must stay a few counter bumps: anything more shows up as the refusal's extra latency.
+    if (forTunnel) this.options.onRefused?.(head, this.socket.remoteAddress ?? '?');
+  }
 
   private waitMore(): void {
     // From the first byte on, a head that can still be the tunnel's may take as long as Node would wait.

@@ -88,6 +88,9 @@ export async function startServer(config: ServerConfig, logger: Logger): Promise
       stateDir: config.stateDir,
       logger,
       challenges,
+      // One retry inside an attempt: the manager's own backoff (minutes, doubling) handles the rest, and
+      // a stopped CA then shows in the log within seconds, not after acme-client's 75 s of retries.
+      requestRetries: 1,
     });
   } else {
     const names = [hostname()];
@@ -149,11 +152,11 @@ export async function startServer(config: ServerConfig, logger: Logger): Promise
     ...(tls === undefined ? {} : { tls }),
   });
   await app.ready();
+  const acceptor = createTunnelAcceptor({ users, tunnel, logger });
   installFrontDoor(app.server, tls === undefined ? 'connection' : 'secureConnection', {
+    ...acceptor,
     tunnelPath: config.tunnelPath,
-    accept: createTunnelAcceptor({ users, tunnel, logger }),
-    onError: (err) =>
-      logger.error({ err: String(err) }, 'tunnel acceptor failed; connection given to the site'),
+    onError: (err) => logger.error({ err: String(err) }, 'tunnel acceptor failed; connection closed'),
   });
   try {
     await app.listen({ host: config.listen.host, port: config.listen.port });
@@ -240,6 +243,7 @@ export async function startServer(config: ServerConfig, logger: Logger): Promise
         clearInterval(usersTimer);
         clearInterval(statusTimer);
         certificates?.close();
+        acceptor.close();
         tunnel.close();
         await app.close();
         await httpListener?.close();

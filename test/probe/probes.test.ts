@@ -92,8 +92,8 @@ describe('facade answers probes exactly like a plain site', { skip: opensslMissi
     } as unknown as TunnelServer;
     facade = createSiteApp({ siteDir: SITE_DEFAULT_DIR, tls });
     installFrontDoor(facade.server as unknown as NetServer, 'secureConnection', {
+      ...createTunnelAcceptor({ users, tunnel, logger: createLogger({ level: 'silent' }) }),
       tunnelPath: TUNNEL_PATH,
-      accept: createTunnelAcceptor({ users, tunnel, logger: createLogger({ level: 'silent' }) }),
     });
     await facade.listen({ host: '127.0.0.1', port: 0 });
     facadePort = (facade.server.address() as AddressInfo).port;
