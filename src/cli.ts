@@ -272,6 +272,10 @@ async function runStatus(argv: string[]): Promise<number> {
 main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;
+    // Everything of ours is closed by now; a third-party timer (acme-client's uncancellable retry wait)
+    // must not hold a stopping server for a minute. Give pino's last lines a moment to drain.
+    if (process.argv[2] === 'server' || process.argv[2] === 'client')
+      setTimeout(() => process.exit(code), 200).unref();
   },
   (err: unknown) => {
     const code = err instanceof FacadeError ? ` [${err.code}]` : '';

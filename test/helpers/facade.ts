@@ -19,8 +19,16 @@ export interface FacadeProcess {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-export function startFacade(ns: Netns, args: readonly string[]): FacadeProcess {
-  const child = ns.spawn(process.execPath, [CLI, ...args]);
+export function startFacade(
+  ns: Netns,
+  args: readonly string[],
+  options: { env?: NodeJS.ProcessEnv } = {},
+): FacadeProcess {
+  const child = ns.spawn(
+    process.execPath,
+    [CLI, ...args],
+    options.env === undefined ? {} : { env: options.env },
+  );
   const lines: string[] = [];
   const waiters: Array<{ pattern: RegExp; resolve: (line: string) => void }> = [];
   let partial = '';
