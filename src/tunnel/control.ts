@@ -6,9 +6,10 @@
 // bump: a receiver skips tags it does not know. Every other body has a fixed layout. docs/PROTOCOL.md is the
 // specification. Decoding is strict: anything malformed throws CONTROL_INVALID and the session ends.
 
-import { isIPv4, isIPv6 } from 'node:net';
+import { isIPv6 } from 'node:net';
 import { facadeError, isFacadeError } from '../errors.js';
 import { DEFAULT_KEEPALIVE_MS, DEFAULT_TUNNEL_MTU, MIN_TUNNEL_MTU } from '../limits.js';
+import { ipv4ToNumber, ipv6ToKey, keyToIpv6, numberToIpv4 } from '../net/packet.js';
 import { FRAME_HEADER_SIZE, FrameType, MAX_FRAME_LENGTH, writeFrameHeader } from './frame.js';
 
 export const ControlType = {
@@ -471,77 +472,28 @@ function checkHostBitsZero(bytes: Buffer, prefix: number, text: string): void {
   }
 }
 
-// --- address text <-> bytes (small and local: this module must not depend on src/net) ------------------
+// --- address text <-> bytes (src/net/packet.ts converts; CONTROL keeps its own error code) -------------
 
 function parseAddress(text: unknown, family: 4 | 6, what: string): Buffer {
   if (typeof text !== 'string') throw invalid(`${what} ${String(text)} is not an IPv${family} address`);
-  if (family === 4) {
-    if (!isIPv4(text)) throw invalid(`${what} "${text}" is not an IPv4 address`);
-    return Buffer.from(text.split('.').map(Number));
+  try {
+    if (family === 6) return Buffer.from(ipv6ToKey(text), 'latin1');
+    const bytes = Buffer.allocUnsafe(4);
+    bytes.writeUInt32BE(ipv4ToNumber(text));
+    return bytes;
+  } catch (err) {
+    // A caller of the codec sees CONTROL_INVALID for any bad field; packet.ts's reason stays as the cause.
+    if (!isFacadeError(err, 'ADDRESS_INVALID')) throw err;
+    throw facadeError('CONTROL_INVALID', [`${what} "${text}" is not an IPv${family} address`], {
+      cause: err,
+    });
   }
-  // isIPv6 accepts a zone ("fe80::1%eth0"), which has no place in a 16-byte field.
-  if (!isIPv6(text) || text.includes('%')) throw invalid(`${what} "${text}" is not an IPv6 address`);
-  return ipv6ToBytes(text);
-}
-
-/** Parses text already accepted by net.isIPv6 (so "::" appears at most once and groups are valid). */
-function ipv6ToBytes(text: string): Buffer {
-  const bytes = Buffer.alloc(16);
-  const double = text.indexOf('::');
-  const head = double === -1 ? text : text.slice(0, double);
-  const tail = double === -1 ? '' : text.slice(double + 2);
-  const headGroups = head === '' ? [] : head.split(':');
-  const tailGroups = tail === '' ? [] : tail.split(':');
-  const words: number[] = [];
-  const expand = (groups: string[]): number[] => {
-    const out: number[] = [];
-    for (const group of groups) {
-      if (group.includes('.')) {
-        const [a, b, c, d] = group.split('.').map(Number) as [number, number, number, number];
-        out.push((a << 8) | b, (c << 8) | d);
-      } else {
-        out.push(Number.parseInt(group, 16));
-      }
-    }
-    return out;
-  };
-  const headWords = expand(headGroups);
-  const tailWords = expand(tailGroups);
-  words.push(...headWords);
-  for (let i = headWords.length + tailWords.length; i < 8; i++) words.push(0);
-  words.push(...tailWords);
-  for (let i = 0; i < 8; i++) bytes.writeUInt16BE(words[i]!, i * 2);
-  return bytes;
 }
 
 function formatIpv4(source: Buffer, at: number): string {
-  return `${source[at]}.${source[at + 1]}.${source[at + 2]}.${source[at + 3]}`;
+  return numberToIpv4(source.readUInt32BE(at));
 }
 
-/** RFC 5952 text: lowercase, no leading zeros, the longest run (>= 2) of zero groups as "::". */
 function formatIpv6(source: Buffer, at: number): string {
-  const words: number[] = [];
-  for (let i = 0; i < 8; i++) words.push(source.readUInt16BE(at + i * 2));
-  let bestStart = -1;
-  let bestLength = 1;
-  for (let i = 0; i < 8; ) {
-    if (words[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && words[j] === 0) j++;
-    if (j - i > bestLength) {
-      bestStart = i;
-      bestLength = j - i;
-    }
-    i = j;
-  }
-  const hex = (from: number, to: number): string =>
-    words
-      .slice(from, to)
-      .map((w) => w.toString(16))
-      .join(':');
-  if (bestStart === -1) return hex(0, 8);
-  return `${hex(0, bestStart)}::${hex(bestStart + bestLength, 8)}`;
+  return keyToIpv6(source.toString('latin1', at, at + 16));
 }

@@ -1,14 +1,15 @@
 // A real ACME CA for tests: Debian's pebble and pebble-challtestsrv, started inside a namespace the test
-// made. Debian ships no pebble configuration, so this writes one, with a certificate for pebble's own
-// HTTPS listener made by openssl. challtestsrv is only the DNS server: every name resolves to the
-// address the test gives (the server under test), so pebble's HTTP-01 validation reaches it for real
-// (PEBBLE_VA_ALWAYS_VALID is not set).
+// made. Debian ships no pebble configuration, so this writes one, with a self-signed certificate for
+// pebble's own HTTPS listener (from tls-fixture.ts). challtestsrv is only the DNS server: every name
+// resolves to the address the test gives (the server under test), so pebble's HTTP-01 validation
+// reaches it for real (PEBBLE_VA_ALWAYS_VALID is not set).
 
 import { type ChildProcess, execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Netns } from './netns.js';
+import { makeTestCertificate, testCertificatePaths } from './tls-fixture.js';
 
 export const PEBBLE_BIN = '/usr/bin/pebble';
 export const CHALLTESTSRV_BIN = '/usr/bin/pebble-challtestsrv';
@@ -17,11 +18,16 @@ const PEBBLE_ACME_PORT = 14000;
 const PEBBLE_MANAGEMENT_PORT = 15000;
 const CHALLTESTSRV_DNS = '127.0.0.1:8053';
 const CHALLTESTSRV_MANAGEMENT = '127.0.0.1:8055';
+/** The SAN of pebble's listener certificate: its URLs use the address; 'localhost' as openssl's copy had. */
+const PEBBLE_LISTENER_NAMES = ['127.0.0.1', 'localhost'];
 
 /** How long pebble or challtestsrv may take to start listening. */
 const READY_TIMEOUT_MS = 15_000;
 
-/** A reason to skip when pebble, challtestsrv, openssl or curl is missing; null when all are there. */
+/**
+ * A reason to skip when pebble, challtestsrv, openssl or curl is missing; null when all are there. This
+ * file no longer runs openssl, but acme.test.ts makes its own certificates with it and skips on this.
+ */
 export function pebbleSkipReason(): string | null {
   for (const bin of [PEBBLE_BIN, CHALLTESTSRV_BIN]) {
     if (!existsSync(bin)) return `${bin} is missing (apt-get install pebble)`;
@@ -48,6 +54,7 @@ export interface PebbleOptions {
 export class Pebble {
   readonly #ns: Netns;
   readonly #options: PebbleOptions;
+  readonly #listenerDir: string;
   #pebble: ChildProcess | undefined;
   #challtestsrv: ChildProcess | undefined;
   /** Log of both, for failure messages. */
@@ -62,36 +69,16 @@ export class Pebble {
   constructor(ns: Netns, options: PebbleOptions) {
     this.#ns = ns;
     this.#options = options;
-    this.listenerCertPath = join(options.dir, 'pebble-listener.crt.pem');
-    this.listenerKeyPath = join(options.dir, 'pebble-listener.key.pem');
+    this.#listenerDir = join(options.dir, 'pebble-listener');
+    const listener = testCertificatePaths(this.#listenerDir);
+    this.listenerCertPath = listener.certPath;
+    this.listenerKeyPath = listener.keyPath;
     this.configPath = join(options.dir, 'pebble-config.json');
   }
 
   /** Writes the config and listener certificate, starts challtestsrv and waits for it. */
   async prepare(): Promise<void> {
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:P-256',
-        '-nodes',
-        '-days',
-        '2',
-        '-subj',
-        '/CN=pebble test listener',
-        '-addext',
-        'subjectAltName=IP:127.0.0.1,DNS:localhost',
-        '-keyout',
-        this.listenerKeyPath,
-        '-out',
-        this.listenerCertPath,
-      ],
-      { stdio: 'pipe' },
-    );
+    await makeTestCertificate(this.#listenerDir, PEBBLE_LISTENER_NAMES);
     const config = {
       pebble: {
         listenAddress: `127.0.0.1:${PEBBLE_ACME_PORT}`,

@@ -2,14 +2,14 @@
 // it must negotiate h2, render the page with its stylesheet, and leave a screenshot in test-artifacts/.
 
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { chromium } from 'playwright-core';
 import { createSiteApp, SITE_DEFAULT_DIR } from '../../src/server/site.js';
+import { makeTestCertificate } from '../helpers/tls-fixture.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const CHROMIUM_ARGS = [
@@ -26,18 +26,7 @@ const CHROMIUM_ARGS = [
 /** test-artifacts/ at the repository root (the folder holding public/), from src or dist alike. */
 const ARTIFACT_DIR = path.join(path.dirname(SITE_DEFAULT_DIR), 'test-artifacts');
 
-function opensslMissing(): string | false {
-  try {
-    execFileSync('openssl', ['version'], { stdio: 'ignore' });
-    return false;
-  } catch {
-    return 'openssl is not installed (needed for the self-signed certificate)';
-  }
-}
-
-const skipReason = !existsSync(CHROMIUM)
-  ? `${CHROMIUM} is missing (apt-get install chromium)`
-  : opensslMissing();
+const skipReason = !existsSync(CHROMIUM) ? `${CHROMIUM} is missing (apt-get install chromium)` : false;
 
 test('headless Chromium renders the decoy home page over h2', {
   skip: skipReason,
@@ -45,36 +34,11 @@ test('headless Chromium renders the decoy home page over h2', {
 }, async (t) => {
   const workDir = mkdtempSync(path.join(os.tmpdir(), 'facade-browser-'));
   t.after(() => rmSync(workDir, { recursive: true, force: true }));
-  const keyFile = path.join(workDir, 'key.pem');
-  const certFile = path.join(workDir, 'cert.pem');
-  execFileSync(
-    'openssl',
-    [
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:prime256v1',
-      '-nodes',
-      '-days',
-      '2',
-    ].concat([
-      '-subj',
-      '/CN=localhost',
-      '-addext',
-      'subjectAltName=DNS:localhost,IP:127.0.0.1',
-      '-keyout',
-      keyFile,
-      '-out',
-      certFile,
-    ]),
-    { stdio: 'ignore' },
-  );
+  const { cert, key } = await makeTestCertificate(workDir, ['localhost', '127.0.0.1']);
 
   const app = createSiteApp({
     siteDir: SITE_DEFAULT_DIR,
-    tls: { key: readFileSync(keyFile), cert: readFileSync(certFile) },
+    tls: { key, cert },
   });
   await app.listen({ host: '127.0.0.1', port: 0 });
   const port = (app.server.address() as AddressInfo).port;

@@ -1,38 +1,26 @@
-// Probe resistance: facade (site + front door + real tunnel acceptor and users file) and a plain reference
-// server (the same site app alone) get the same catalog of raw TLS probes; every answer must be identical
-// (bytes with Date masked, whether the connection closes, and roughly when).
+// Probe resistance: facade (site + front door + real tunnel acceptor and users file, as probe-server.ts starts
+// it) and a plain reference server (the same site app alone) get the same catalog of raw TLS probes; every
+// answer must be identical (bytes with Date masked, whether the connection closes, and roughly when).
 
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import type { AddressInfo, Server as NetServer } from 'node:net';
+import { mkdtempSync, rmSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
-import { createLogger } from '../../src/log.js';
-import { installFrontDoor } from '../../src/server/front-door.js';
 import { createSiteApp, SITE_DEFAULT_DIR } from '../../src/server/site.js';
-import type { TunnelServer } from '../../src/server/tunnel-server.js';
-import { createTunnelAcceptor } from '../../src/server/upgrade.js';
-import { UsersFile } from '../../src/server/users.js';
 import { deriveClientKey, encodeAuthorization } from '../../src/tunnel/credentials.js';
+import { type ProbeServer, startProbeServer } from '../helpers/probe-server.js';
 import { comparable, type ProbeResult, sendProbe } from '../helpers/raw-probe.js';
+import { makeTestCertificate } from '../helpers/tls-fixture.js';
 import { buildProbeCatalog } from './probe-catalog.js';
 
 const TUNNEL_PATH = '/k3VqP9/connect';
 const KNOWN_USER = 'alice';
+const KNOWN_PASSWORD = 'correct horse battery staple';
 /** Probes in flight at once; each waits up to ~2 s of idle time, so running them one by one would be slow. */
 const PROBE_CONCURRENCY = 8;
-
-function opensslMissing(): string | false {
-  try {
-    execFileSync('openssl', ['version'], { stdio: 'ignore' });
-    return false;
-  } catch {
-    return 'openssl is not installed (needed for the test certificate)';
-  }
-}
 
 async function runAll<T, R>(items: readonly T[], limit: number, run: (item: T) => Promise<R>): Promise<R[]> {
   const results: R[] = new Array(items.length);
@@ -47,56 +35,29 @@ async function runAll<T, R>(items: readonly T[], limit: number, run: (item: T) =
   return results;
 }
 
-describe('facade answers probes exactly like a plain site', { skip: opensslMissing() }, () => {
+describe('facade answers probes exactly like a plain site', () => {
   let workDir: string;
   let reference: FastifyInstance;
-  let facade: FastifyInstance;
+  let facade: ProbeServer;
   let referencePort: number;
   let facadePort: number;
-  const attached: string[] = [];
+  // No probe carries valid credentials, so the engine must never be asked to attach a session; if it is,
+  // the stub in startProbeServer records it (and closes the socket) and the comparison test fails.
+  let attached: readonly string[];
 
   before(async () => {
     workDir = mkdtempSync(path.join(os.tmpdir(), 'facade-probes-'));
-    const keyFile = path.join(workDir, 'key.pem');
-    const certFile = path.join(workDir, 'cert.pem');
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:prime256v1',
-        '-nodes',
-        '-days',
-        '2',
-      ].concat(['-subj', '/CN=localhost', '-keyout', keyFile, '-out', certFile]),
-      { stdio: 'ignore' },
-    );
-    const tls = { key: readFileSync(keyFile), cert: readFileSync(certFile) };
-
-    reference = createSiteApp({ siteDir: SITE_DEFAULT_DIR, tls });
+    const { cert, key } = await makeTestCertificate(workDir, ['localhost']);
+    reference = createSiteApp({ siteDir: SITE_DEFAULT_DIR, tls: { key, cert } });
     await reference.listen({ host: '127.0.0.1', port: 0 });
     referencePort = (reference.server.address() as AddressInfo).port;
 
-    const users = await UsersFile.load(path.join(workDir, 'users.json'), { allowMissing: true });
-    await users.add(KNOWN_USER, 'correct horse battery staple');
-    // No probe carries valid credentials, so the engine must never be asked to attach a session; if it is,
-    // the test records it and fails, rather than running a tunnel it has no TUN for.
-    const tunnel = {
-      attach: (socket: { destroy(): void }, request: { user: string }) => {
-        attached.push(request.user);
-        socket.destroy();
-      },
-    } as unknown as TunnelServer;
-    facade = createSiteApp({ siteDir: SITE_DEFAULT_DIR, tls });
-    installFrontDoor(facade.server as unknown as NetServer, 'secureConnection', {
-      ...createTunnelAcceptor({ users, tunnel, logger: createLogger({ level: 'silent' }) }),
+    facade = await startProbeServer({
       tunnelPath: TUNNEL_PATH,
+      users: [{ name: KNOWN_USER, password: KNOWN_PASSWORD }],
     });
-    await facade.listen({ host: '127.0.0.1', port: 0 });
-    facadePort = (facade.server.address() as AddressInfo).port;
+    facadePort = facade.port;
+    attached = facade.attached;
   });
 
   after(async () => {
@@ -135,7 +96,7 @@ describe('facade answers probes exactly like a plain site', { skip: opensslMissi
   });
 
   test('control: the harness does see a difference when facade accepts a valid tunnel request', async () => {
-    const clientKey = await deriveClientKey(KNOWN_USER, 'correct horse battery staple');
+    const clientKey = await deriveClientKey(KNOWN_USER, KNOWN_PASSWORD);
     const probe = {
       name: 'valid tunnel request',
       steps: [

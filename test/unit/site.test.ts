@@ -2,7 +2,6 @@
 // the reverse-proxy mode in front of a small local application.
 
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import http2 from 'node:http2';
@@ -15,6 +14,7 @@ import zlib from 'node:zlib';
 import type { FastifyInstance } from 'fastify';
 import { isFacadeError } from '../../src/errors.js';
 import { createSiteApp, SITE_DEFAULT_DIR } from '../../src/server/site.js';
+import { makeTestCertificate } from '../helpers/tls-fixture.js';
 
 interface Answer {
   status: number;
@@ -267,36 +267,12 @@ describe('static site over TLS: h2 by ALPN and HTTP/1.1', () => {
   let app: FastifyInstance;
   let port: number;
   let certDir: string;
-  let cert: Buffer;
+  let cert: string;
   before(async () => {
     certDir = mkdtempSync(path.join(os.tmpdir(), 'facade-site-'));
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:prime256v1',
-        '-nodes',
-        '-days',
-        '2',
-      ].concat([
-        '-subj',
-        '/CN=localhost',
-        '-keyout',
-        path.join(certDir, 'key.pem'),
-        '-out',
-        path.join(certDir, 'cert.pem'),
-      ]),
-      { stdio: 'ignore' },
-    );
-    cert = readFileSync(path.join(certDir, 'cert.pem'));
-    app = createSiteApp({
-      siteDir: SITE_DEFAULT_DIR,
-      tls: { key: readFileSync(path.join(certDir, 'key.pem')), cert },
-    });
+    const certificate = await makeTestCertificate(certDir, ['localhost']);
+    cert = certificate.cert;
+    app = createSiteApp({ siteDir: SITE_DEFAULT_DIR, tls: { key: certificate.key, cert } });
     port = await listen(app);
   });
   after(async () => {
