@@ -79,6 +79,11 @@ const SERVER_FLAGS: Record<string, FlagSpec> = {
     help: 'extra prefix pushed to clients (repeatable)',
   },
   tun: { key: 'tunName', type: 'string', help: 'TUN interface name (default facade0)' },
+  'no-offload': {
+    key: 'noOffload',
+    type: 'boolean',
+    help: 'no GSO super-packets (IFF_VNET_HDR) on the TUN and the wire',
+  },
   keepalive: {
     key: 'keepalive',
     type: 'string',
@@ -105,6 +110,7 @@ const CLIENT_FLAGS: Record<string, FlagSpec> = {
     help: 'keepalive interval in seconds (default 10; 0 = off)',
   },
   'no-dns': { key: 'noDns', type: 'boolean', help: 'do not apply DNS servers pushed by the server' },
+  'no-offload': { key: 'noOffload', type: 'boolean', help: 'do not announce the offload capability' },
   'log-level': { key: 'logLevel', type: 'string', help: 'fatal|error|warn|info|debug|trace' },
 };
 
@@ -141,6 +147,8 @@ async function runServer(argv: string[]): Promise<number> {
     );
     return 0;
   }
+  if (settings.noOffload === true) settings.offload = false;
+  delete settings.noOffload;
   const config = validateServerConfig(settings);
   const logger = createLogger({ level: config.logLevel });
   const server = await startServer(config, logger);
@@ -174,6 +182,8 @@ async function runClient(argv: string[]): Promise<number> {
   if (positionals[0] !== undefined) settings.url = positionals[0];
   if (settings.noDns === true) settings.dns = false;
   delete settings.noDns;
+  if (settings.noOffload === true) settings.offload = false;
+  delete settings.noOffload;
   const config = validateClientConfig(settings);
   const logger = createLogger({ level: config.logLevel });
   if (config.plaintext)
@@ -181,7 +191,7 @@ async function runClient(argv: string[]): Promise<number> {
   const client = new TunnelClient({
     config,
     logger,
-    openTun: () => TunDevice.open({ name: config.tunName }),
+    openTun: ({ vnetHdr }) => TunDevice.open({ name: config.tunName, vnetHdr }),
   });
   await client.start();
   await Promise.race([untilSignal(logger), client.done]);

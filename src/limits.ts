@@ -23,6 +23,9 @@ export const MAX_SESSION_BUFFERED_BYTES = 4 * 1024 * 1024;
 /** Size of one TUN read batch buffer: up to 64 MTU-sized packets, or a few GSO super-packets. */
 export const TUN_BATCH_BYTES = 256 * 1024;
 
+/** TUN transmit queue (packets waiting for our read); Linux's TUN default of 500 overflows under bursts. */
+export const TUN_TX_QUEUE_PACKETS = 1000;
+
 /** Packets the native reader drains per wake-up at most, so one busy TUN cannot starve the event loop. */
 export const TUN_BATCH_PACKETS = 256;
 

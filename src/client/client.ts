@@ -15,7 +15,9 @@ import {
   describeReason,
 } from '../tunnel/control.js';
 import { deriveClientKey, passwordFromText } from '../tunnel/credentials.js';
+import type { OffloadHeader } from '../tunnel/frame.js';
 import { Session, type SessionCloseReason, type SessionSink } from '../tunnel/session.js';
+import { TunWriteBatch } from '../tunnel/tun-write-batch.js';
 import { Backoff } from './backoff.js';
 import { connectTunnel, PermanentConnectError } from './connect.js';
 import { ClientNetwork } from './routes.js';
@@ -24,20 +26,20 @@ export interface TunnelClientOptions {
   readonly config: ClientConfig;
   readonly logger: Logger;
   /** Opens the TUN; injected so tests and the CLI decide names and flags. */
-  readonly openTun: () => TunLike;
+  readonly openTun: (options: { vnetHdr: boolean }) => TunLike;
 }
 
 export class TunnelClient implements SessionSink {
   private readonly config: ClientConfig;
   private readonly logger: Logger;
-  private readonly openTun: () => TunLike;
+  private readonly openTun: (options: { vnetHdr: boolean }) => TunLike;
   private readonly backoff = new Backoff();
   private tun: TunLike | undefined;
   private network: ClientNetwork | undefined;
   private session: Session | undefined;
   private serverAddress = '';
   private clientKey: Buffer | undefined;
-  private readonly toTun: Buffer[] = [];
+  private toTun: TunWriteBatch | undefined;
   private reconnectTimer: NodeJS.Timeout | undefined;
   private stopped = false;
   private settleStop: (() => void) | undefined;
@@ -112,26 +114,30 @@ export class TunnelClient implements SessionSink {
       return;
     }
     const { buffer, offsets, lengths, count } = batch;
-    for (let i = 0; i < count; i++) session.queuePacket(buffer, offsets[i] as number, lengths[i] as number);
+    if (this.tun?.vnetHdr === true) {
+      for (let i = 0; i < count; i++)
+        session.queueVnetPacket(buffer, offsets[i] as number, lengths[i] as number);
+    } else {
+      for (let i = 0; i < count; i++) session.queuePacket(buffer, offsets[i] as number, lengths[i] as number);
+    }
   };
 
   // --- server → TUN (SessionSink) --------------------------------------------------------------------
 
-  onPacket(_session: Session, packet: Buffer): void {
-    this.toTun.push(packet);
+  onPacket(_session: Session, packet: Buffer, offload: OffloadHeader | null): void {
+    // Before the TUN exists (CONFIG still being applied) there is nowhere to put a packet.
+    if (this.toTun === undefined) return;
+    this.toTun.add(packet, offload);
   }
 
   onChunkEnd(_session: Session): void {
-    if (this.toTun.length === 0 || this.tun === undefined) {
-      this.toTun.length = 0;
-      return;
-    }
-    this.tun.writePackets(this.toTun, this.toTun.length);
-    this.toTun.length = 0;
+    this.toTun?.flush();
   }
 
-  onControl(_session: Session, message: ControlMessage): void {
+  onControl(session: Session, message: ControlMessage): void {
     if (message.type !== 'config') return;
+    // From the next frame on the server may send DATA_OFFLOAD: switch the decoder before returning.
+    if (message.offload) session.enableOffload();
     void this.applyConfig(message).catch((err: unknown) => {
       this.logger.error({ err: String(err) }, 'could not apply the server configuration');
       this.session?.close(DisconnectReason.INTERNAL, 'client could not apply configuration');
@@ -139,9 +145,17 @@ export class TunnelClient implements SessionSink {
   }
 
   private async applyConfig(config: ConfigMessage): Promise<void> {
+    if (this.tun !== undefined && this.tun.vnetHdr !== config.offload) {
+      // The server changed its offload setting across a restart: the TUN must be opened anew.
+      await this.network?.undo();
+      this.tun.close();
+      this.tun = undefined;
+      this.toTun = undefined;
+    }
     if (this.tun === undefined) {
-      this.tun = this.openTun();
+      this.tun = this.openTun({ vnetHdr: config.offload });
       this.tun.onBatch(this.onTunBatch);
+      this.toTun = new TunWriteBatch(this.tun, this.tun.vnetHdr);
       this.network = new ClientNetwork(this.tun.name, this.logger);
     }
     const routes = await (this.network as ClientNetwork).apply(config, {

@@ -45,6 +45,7 @@ export async function connectTunnel(config: ClientConfig, clientKey: Buffer): Pr
       'Connection: Upgrade\r\n' +
       'Upgrade: facade\r\n' +
       `Authorization: ${encodeAuthorization(config.user, clientKey)}\r\n` +
+      (config.offload ? 'Facade-Capabilities: offload\r\n' : '') +
       '\r\n';
     socket.write(request);
     const { status, rest } = await readResponseHead(socket);

@@ -6,8 +6,17 @@
 import { execFile } from 'node:child_process';
 import { isIP } from 'node:net';
 import { promisify } from 'node:util';
+import { TUN_TX_QUEUE_PACKETS } from '../limits.js';
 import type { Logger } from '../log.js';
-import { addAddress, addRoute, delRoute, routeGet, setLinkUp, setMtu } from '../net/ifconfig.js';
+import {
+  addAddress,
+  addRoute,
+  delRoute,
+  routeGet,
+  setLinkUp,
+  setMtu,
+  setTxQueueLength,
+} from '../net/ifconfig.js';
 import type { ConfigMessage } from '../tunnel/control.js';
 
 const run = promisify(execFile);
@@ -35,6 +44,7 @@ export class ClientNetwork {
   ): Promise<string[]> {
     if (!this.addressesApplied) {
       await setMtu(this.dev, config.mtu);
+      await setTxQueueLength(this.dev, TUN_TX_QUEUE_PACKETS);
       if (config.ipv4 !== undefined)
         await addAddress(this.dev, `${config.ipv4.address}/${config.ipv4.prefix}`);
       if (config.ipv6 !== undefined)

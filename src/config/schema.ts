@@ -34,6 +34,8 @@ export interface ServerConfig {
   readonly routes: readonly string[];
   readonly tunName: string;
   readonly keepaliveMs: number;
+  /** TUN with IFF_VNET_HDR and DATA_OFFLOAD frames: GSO super-packets end to end. */
+  readonly offload: boolean;
   readonly logLevel: string;
 }
 
@@ -48,6 +50,8 @@ export interface ClientConfig {
   readonly tunName: string;
   readonly keepaliveMs: number;
   readonly dns: boolean;
+  /** Announce the offload capability (GSO super-packets through a TUN with IFF_VNET_HDR). */
+  readonly offload: boolean;
   readonly logLevel: string;
 }
 
@@ -218,6 +222,7 @@ export function validateServerConfig(raw: RawSettings): ServerConfig {
     routes,
     tunName,
     keepaliveMs: keepaliveMs(raw, SERVER_DEFAULTS.keepaliveMs),
+    offload: raw.offload === undefined ? true : bool(raw, 'offload'),
     logLevel: logLevel(raw),
   };
 }
@@ -256,6 +261,7 @@ export function validateClientConfig(raw: RawSettings): ClientConfig {
     tunName,
     keepaliveMs: keepaliveMs(raw, CLIENT_DEFAULTS.keepaliveMs),
     dns: raw.dns === undefined ? true : bool(raw, 'dns'),
+    offload: raw.offload === undefined ? true : bool(raw, 'offload'),
     logLevel: logLevel(raw),
   };
 }

@@ -71,6 +71,23 @@ export async function addAddress(dev: string, cidr: string, options: NetnsOption
 }
 
 /** Sets the MTU. The kernel enforces its own bounds (68 for IPv4, 1280 for IPv6 to stay enabled). */
+/**
+ * The TUN's transmit queue is the kernel's queue of packets waiting for us to read them. Linux gives a TUN
+ * 500 packets; under a burst (a TCP window opening at once) it overflows before the next read and TCP
+ * inside the tunnel sees loss. Ethernet's default of 1000 holds a burst at the MTU.
+ */
+export async function setTxQueueLength(
+  dev: string,
+  packets: number,
+  options: NetnsOption = {},
+): Promise<void> {
+  checkDevice(dev);
+  if (!Number.isInteger(packets) || packets < 1 || packets > 1_000_000) {
+    throw facadeError('IFCONFIG', [dev, `ip link set ${dev} txqueuelen ${packets}`, 'expected 1..1000000']);
+  }
+  await runIp(dev, ['link', 'set', 'dev', dev, 'txqueuelen', String(packets)], options);
+}
+
 export async function setMtu(dev: string, mtu: number, options: NetnsOption = {}): Promise<void> {
   checkDevice(dev);
   if (!Number.isInteger(mtu) || mtu < 68 || mtu > 65535) {

@@ -68,6 +68,8 @@ export interface TunStats {
 /** What the tunnel engine needs of a TUN device; TunDevice implements it, tests may substitute. */
 export interface TunLike {
   readonly name: string;
+  /** Opened with IFF_VNET_HDR: every packet read or written starts with a 10-byte virtio_net_hdr. */
+  readonly vnetHdr: boolean;
   onBatch(handler: (batch: PacketBatch) => void): void;
   pause(): void;
   resume(): void;

@@ -9,8 +9,9 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { ServerConfig } from '../config/schema.js';
 import { facadeError } from '../errors.js';
+import { TUN_TX_QUEUE_PACKETS } from '../limits.js';
 import type { Logger } from '../log.js';
-import { addAddress, setLinkUp, setMtu } from '../net/ifconfig.js';
+import { addAddress, setLinkUp, setMtu, setTxQueueLength } from '../net/ifconfig.js';
 import { AddressPool } from '../net/pool.js';
 import { TunDevice } from '../net/tun.js';
 import { CertificateManager, LETS_ENCRYPT_PRODUCTION, LETS_ENCRYPT_STAGING } from './acme.js';
@@ -124,9 +125,10 @@ export async function startServer(config: ServerConfig, logger: Logger): Promise
   if (certificates !== undefined) tls = await certificates.start();
 
   // --- TUN and the tunnel engine ----------------------------------------------------------------------
-  const tun = TunDevice.open({ name: config.tunName });
+  const tun = TunDevice.open({ name: config.tunName, vnetHdr: config.offload });
   try {
     await setMtu(tun.name, config.mtu);
+    await setTxQueueLength(tun.name, TUN_TX_QUEUE_PACKETS);
     await addAddress(tun.name, `${pool.serverIpv4}/${pool.prefix4}`);
     if (pool.serverIpv6 !== undefined) await addAddress(tun.name, `${pool.serverIpv6}/${pool.prefix6}`);
     await setLinkUp(tun.name);

@@ -17,7 +17,9 @@ import type { AddressPool, Lease } from '../net/pool.js';
 import { Router } from '../net/router.js';
 import type { PacketBatch, TunLike } from '../net/tun.js';
 import { type ControlMessage, DisconnectReason, describeReason, type Route } from '../tunnel/control.js';
+import { OFFLOAD_HEADER_SIZE, type OffloadHeader } from '../tunnel/frame.js';
 import { Session, type SessionCloseReason, type SessionSink } from '../tunnel/session.js';
+import { TunWriteBatch } from '../tunnel/tun-write-batch.js';
 
 export interface TunnelServerOptions {
   readonly tun: TunLike;
@@ -37,6 +39,8 @@ export interface AttachRequest {
   readonly remote: string;
   readonly staticIpv4?: string | undefined;
   readonly staticIpv6?: string | undefined;
+  /** The client announced the `offload` capability (Facade-Capabilities). */
+  readonly offload: boolean;
 }
 
 /** Per-session data the engine keeps beside the session. */
@@ -71,12 +75,16 @@ export class TunnelServer implements SessionSink {
   private readonly peers = new Map<Session, Peer>();
   private readonly byUser = new Map<string, Peer>();
   /** Packets decoded from one socket chunk, written to the TUN in one batch. */
-  private readonly toTun: Buffer[] = [];
+  private readonly toTun: TunWriteBatch;
+  /** The TUN has IFF_VNET_HDR: packets carry virtio_net_hdr metadata and may be GSO super-packets. */
+  private readonly vnetHdr: boolean;
   private closed = false;
 
   constructor(options: TunnelServerOptions) {
     this.options = options;
-    options.tun.onBatch(this.onTunBatch);
+    this.vnetHdr = options.tun.vnetHdr;
+    this.toTun = new TunWriteBatch(options.tun, this.vnetHdr);
+    options.tun.onBatch(this.vnetHdr ? this.onTunVnetBatch : this.onTunBatch);
   }
 
   get sessionCount(): number {
@@ -136,7 +144,19 @@ export class TunnelServer implements SessionSink {
               ipv6Key: lease.ipv6 === undefined ? undefined : ipv6ToKey(lease.ipv6),
             },
       initialBytes,
+      offload: this.vnetHdr,
     });
+    if (this.vnetHdr && !request.offload) {
+      // Our TUN hands over GSO super-packets and partial checksums; a peer without offload could not
+      // take them. Every facade client announces the capability: this is a foreign or outdated one.
+      if (lease !== undefined) this.options.pool.release(request.user, lease);
+      logger.warn('client lacks the offload capability this server uses; refused');
+      session.close(
+        DisconnectReason.PROTOCOL_ERROR,
+        'this server requires the offload capability (Facade-Capabilities: offload)',
+      );
+      return;
+    }
     if (lease === undefined) {
       logger.warn({ reason: leaseError }, 'no address for client: pool exhausted');
       session.close(DisconnectReason.POOL_EXHAUSTED, leaseError ?? 'address pool exhausted');
@@ -167,7 +187,7 @@ export class TunnelServer implements SessionSink {
       routes: routes.map(toRoute),
       dns: [...this.options.dns],
       keepaliveMs: this.options.keepaliveMs,
-      offload: false,
+      offload: this.vnetHdr,
     });
     logger.info({ ipv4: lease.ipv4, ipv6: lease.ipv6 }, 'client connected, address assigned');
   }
@@ -187,24 +207,36 @@ export class TunnelServer implements SessionSink {
     }
   };
 
+  /** The same with IFF_VNET_HDR: each packet is its 10-byte virtio_net_hdr, then the IP packet. */
+  private readonly onTunVnetBatch = (batch: PacketBatch): void => {
+    const { buffer, offsets, lengths, count } = batch;
+    for (let i = 0; i < count; i++) {
+      const offset = offsets[i] as number;
+      const peer = this.router.lookupDestination(buffer, offset + OFFLOAD_HEADER_SIZE);
+      if (peer === undefined) {
+        this.stats.unknownDestinationDrops++;
+        continue;
+      }
+      peer.session.queueVnetPacket(buffer, offset, lengths[i] as number);
+    }
+  };
+
   // --- clients → TUN (SessionSink) --------------------------------------------------------------------
 
-  onPacket(_session: Session, packet: Buffer): void {
+  onPacket(_session: Session, packet: Buffer, offload: OffloadHeader | null): void {
     const other = this.router.lookupDestination(packet, 0);
     if (other !== undefined) {
-      if (this.options.clientToClient) other.session.queuePacket(packet, 0, packet.length);
+      if (this.options.clientToClient) other.session.queueFrom(packet, offload);
       else this.stats.clientToClientDrops++;
       return;
     }
-    this.toTun.push(packet);
+    this.toTun.add(packet, offload);
   }
 
   onChunkEnd(_session: Session): void {
-    const count = this.toTun.length;
-    if (count === 0) return;
-    const written = this.options.tun.writePackets(this.toTun, count);
-    this.stats.tunWriteDrops += count - written;
-    this.toTun.length = 0;
+    if (this.toTun.pending === 0) return;
+    this.toTun.flush();
+    this.stats.tunWriteDrops = this.toTun.drops;
   }
 
   onControl(session: Session, message: ControlMessage): void {

@@ -23,6 +23,8 @@ const NO_KEY = Buffer.alloc(32);
 export interface TunnelIdentity {
   readonly user: string;
   readonly record: UserRecord;
+  /** The client announced `Facade-Capabilities: offload`. */
+  readonly offload: boolean;
 }
 
 export function createTunnelAcceptor(options: {
@@ -46,9 +48,9 @@ export function createTunnelAcceptor(options: {
         (headers?.get('upgrade') ?? '') !== '' &&
         headers?.has('transfer-encoding') === false &&
         (headers.get('content-length') ?? '0') === '0';
-      return wellFormed && credentials !== null && record !== null
-        ? { user: credentials.user, record }
-        : null;
+      if (!wellFormed || credentials === null || record === null) return null;
+      const offload = headerHasToken(headers?.get('facade-capabilities'), 'offload');
+      return { user: credentials.user, record, offload };
     },
     accept(_head: RequestHead, socket: Socket, rest: Buffer, identity: TunnelIdentity): void {
       socket.write(
@@ -61,6 +63,7 @@ export function createTunnelAcceptor(options: {
           remote: `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`,
           staticIpv4: identity.record.staticIpv4,
           staticIpv6: identity.record.staticIpv6,
+          offload: identity.offload,
         },
         rest,
       );

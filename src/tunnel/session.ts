@@ -22,7 +22,14 @@ import {
   encodeControlFrame,
 } from './control.js';
 import { FrameDecoder, type FrameSink } from './decoder.js';
-import { FRAME_HEADER_SIZE, FrameType, type OffloadHeader, writeFrameHeader } from './frame.js';
+import {
+  FRAME_HEADER_SIZE,
+  FrameType,
+  OFFLOAD_HEADER_SIZE,
+  type OffloadHeader,
+  writeFrameHeader,
+  writeOffloadHeader,
+} from './frame.js';
 
 /** Output slab size: frames are appended here and written in one piece; 256 KiB holds a full TUN batch. */
 const OUTPUT_SLAB_BYTES = 256 * 1024;
@@ -31,8 +38,11 @@ const OUTPUT_SLAB_BYTES = 256 * 1024;
 const CLOSE_LINGER_MS = 2_000;
 
 export interface SessionSink {
-  /** A packet that passed the session's checks. The view stays valid: the decoder never reuses it. */
-  onPacket(session: Session, packet: Buffer): void;
+  /**
+   * A packet that passed the session's checks. The view stays valid (the decoder never reuses it);
+   * `offload` is the decoder's reused object for DATA_OFFLOAD frames (copy it to keep it), else null.
+   */
+  onPacket(session: Session, packet: Buffer, offload: OffloadHeader | null): void;
   /** The socket chunk in hand is fully decoded: flush whatever was batched for it (TUN writes). */
   onChunkEnd(session: Session): void;
   /** A control message the session does not handle itself (CONFIG). */
@@ -66,6 +76,8 @@ export interface SessionOptions {
   readonly maxPacket?: number;
   /** Bytes that arrived together with the handshake and belong to the frame stream. */
   readonly initialBytes?: Buffer | undefined;
+  /** DATA_OFFLOAD frames (virtio_net_hdr metadata, GSO super-packets) on from the start (server side). */
+  readonly offload?: boolean;
 }
 
 export interface SessionStats {
@@ -98,6 +110,7 @@ export class Session implements FrameSink {
   private readonly logger: Logger;
   private readonly decoder: FrameDecoder;
   private allowed: AllowedSources | undefined;
+  private offload: boolean;
   private slab: Buffer | null = null;
   private slabUsed = 0;
   private flushFrom = 0;
@@ -113,7 +126,11 @@ export class Session implements FrameSink {
     this.sink = options.sink;
     this.logger = options.logger;
     this.allowed = options.allowedSources;
-    this.decoder = new FrameDecoder(this, { maxPayload: options.maxPacket ?? MAX_PACKET_SIZE });
+    this.offload = options.offload ?? false;
+    this.decoder = new FrameDecoder(this, {
+      maxPayload: options.maxPacket ?? MAX_PACKET_SIZE,
+      offload: this.offload,
+    });
     this.socket.on('data', this.onSocketData);
     this.socket.on('end', this.onSocketEnd);
     this.socket.on('close', this.onSocketEnd);
@@ -141,21 +158,67 @@ export class Session implements FrameSink {
     this.allowed = allowed;
   }
 
+  /** Turns DATA_OFFLOAD on from the next frame (the client, on a CONFIG that says so). */
+  enableOffload(): void {
+    this.offload = true;
+    this.decoder.configure({ offload: true });
+  }
+
+  get offloadEnabled(): boolean {
+    return this.offload;
+  }
+
   // --- outbound ------------------------------------------------------------------------------------
 
   /**
-   * Frames one packet for the peer. Returns false (and counts a drop) when the peer is too far behind:
-   * a slow peer must never stall the others, and TCP inside the tunnel recovers from the loss.
+   * Frames one plain packet (DATA) for the peer. Returns false (and counts a drop) when the peer is too far
+   * behind: a slow peer must never stall the others, and TCP inside the tunnel recovers from the loss.
    */
   queuePacket(source: Buffer, offset: number, length: number): boolean {
-    if (this.closed) return false;
-    const frameLength = FRAME_HEADER_SIZE + length;
+    const at = this.reserve(FRAME_HEADER_SIZE + length);
+    if (at < 0) return false;
+    const slab = this.slab as Buffer;
+    writeFrameHeader(slab, at, FrameType.DATA, length);
+    source.copy(slab, at + FRAME_HEADER_SIZE, offset, offset + length);
+    return true;
+  }
+
+  /**
+   * Frames a packet read from a TUN opened with IFF_VNET_HDR: `source[offset .. offset+length)` is the
+   * 10-byte virtio_net_hdr followed by the packet, exactly the DATA_OFFLOAD body, so it is copied as is.
+   * Only for sessions with offload on (the engine refuses others when its TUN has offloads).
+   */
+  queueVnetPacket(source: Buffer, offset: number, length: number): boolean {
+    const packetLength = length - OFFLOAD_HEADER_SIZE;
+    const at = this.reserve(FRAME_HEADER_SIZE + length);
+    if (at < 0) return false;
+    const slab = this.slab as Buffer;
+    writeFrameHeader(slab, at, FrameType.DATA_OFFLOAD, packetLength);
+    source.copy(slab, at + FRAME_HEADER_SIZE, offset, offset + length);
+    return true;
+  }
+
+  /** Frames a packet that came from another session (client-to-client), keeping its offload metadata. */
+  queueFrom(packet: Buffer, offload: OffloadHeader | null): boolean {
+    if (offload === null || !this.offload) return this.queuePacket(packet, 0, packet.length);
+    const at = this.reserve(FRAME_HEADER_SIZE + OFFLOAD_HEADER_SIZE + packet.length);
+    if (at < 0) return false;
+    const slab = this.slab as Buffer;
+    writeFrameHeader(slab, at, FrameType.DATA_OFFLOAD, packet.length);
+    writeOffloadHeader(slab, at + FRAME_HEADER_SIZE, offload);
+    packet.copy(slab, at + FRAME_HEADER_SIZE + OFFLOAD_HEADER_SIZE);
+    return true;
+  }
+
+  /** Room for one frame in the output slab: its offset, or -1 (drop counted) when the peer is behind. */
+  private reserve(frameLength: number): number {
+    if (this.closed) return -1;
     if (
       this.socket.writableLength + (this.slabUsed - this.flushFrom) + frameLength >
       MAX_SESSION_BUFFERED_BYTES
     ) {
       this.stats.queueDrops++;
-      return false;
+      return -1;
     }
     let slab = this.slab;
     if (slab === null || slab.length - this.slabUsed < frameLength) {
@@ -166,15 +229,14 @@ export class Session implements FrameSink {
       this.slabUsed = 0;
       this.flushFrom = 0;
     }
-    writeFrameHeader(slab, this.slabUsed, FrameType.DATA, length);
-    source.copy(slab, this.slabUsed + FRAME_HEADER_SIZE, offset, offset + length);
+    const at = this.slabUsed;
     this.slabUsed += frameLength;
     this.stats.packetsOut++;
     if (!this.flushScheduled) {
       this.flushScheduled = true;
       queueMicrotask(this.flush);
     }
-    return true;
+    return at;
   }
 
   /** Writes every framed packet not yet written, in one socket write. */
@@ -197,7 +259,7 @@ export class Session implements FrameSink {
 
   // --- inbound (FrameSink) ---------------------------------------------------------------------------
 
-  onPacket(packet: Buffer, _offload: OffloadHeader | null): void {
+  onPacket(packet: Buffer, offload: OffloadHeader | null): void {
     if (checkPacket(packet, 0, packet.length) !== null) {
       this.stats.invalidDrops++;
       return;
@@ -215,7 +277,7 @@ export class Session implements FrameSink {
       }
     }
     this.stats.packetsIn++;
-    this.sink.onPacket(this, packet);
+    this.sink.onPacket(this, packet, offload);
   }
 
   onControl(payload: Buffer): void {

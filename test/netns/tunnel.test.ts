@@ -214,6 +214,14 @@ describe('tunnel between a facade server and two clients', { skip: skip ?? false
     await waitForStatus(join(dir, 'state'), (s) => s.engine.clientToClientDrops >= 3);
   });
 
+  test('a client without the offload capability is told why this server refuses it', async () => {
+    const plain = startFacade(ns.b, clientArgs('carol', uniqueName('fp'), ['--no-offload']));
+    extra.push(plain);
+    const line = await plain.waitFor(/tunnel closed/);
+    assert.match(String(field(line, 'message')), /requires the offload capability/);
+    await plain.stop();
+  });
+
   test('server killed and restarted: clients reconnect by themselves, keep their addresses; client-to-client when enabled', async () => {
     const before = { a: clientA.count(/connected:/), b: clientB.count(/connected:/) };
     await server.stop('SIGKILL');
@@ -255,6 +263,8 @@ describe('tunnel between a facade server and two clients', { skip: skip ?? false
       join(dir, 'state-small'),
       '--tun',
       tunName,
+      // This server also covers the plain path: no IFF_VNET_HDR, DATA frames only.
+      '--no-offload',
     ]);
     extra.push(full);
     const smallFingerprint = String(field(await full.waitFor(/self-signed certificate/), 'fingerprint'));
@@ -274,6 +284,8 @@ describe('tunnel between a facade server and two clients', { skip: skip ?? false
     const first = startFacade(ns.a, args('alice', uniqueName('fx')));
     extra.push(first);
     await first.waitFor(/connected:/);
+    const ping = await ns.a.exec('ping', ['-c', '3', '-i', '0.2', '-W', '2', `${small}.1`]);
+    assert.match(ping.stdout, / 0% packet loss/, ping.stdout);
     const second = startFacade(ns.b, args('carol', uniqueName('fy')));
     extra.push(second);
     const line = await second.waitFor(/server has no free address/);
