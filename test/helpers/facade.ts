@@ -1,6 +1,6 @@
 // Runs the real `facade` binary (dist/src/cli.js) inside test namespaces and waits for what it logs.
 
-import type { ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import type { Netns } from './netns.js';
@@ -19,16 +19,20 @@ export interface FacadeProcess {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
+/**
+ * Starts `facade ARGS` inside `ns`, or in this process's own namespace when `ns` is null (for a server on
+ * loopback; its TUN lives as long as the process, so stop() it in an after hook).
+ */
 export function startFacade(
-  ns: Netns,
+  ns: Netns | null,
   args: readonly string[],
   options: { env?: NodeJS.ProcessEnv } = {},
 ): FacadeProcess {
-  const child = ns.spawn(
-    process.execPath,
-    [CLI, ...args],
-    options.env === undefined ? {} : { env: options.env },
-  );
+  const spawnOptions = options.env === undefined ? {} : { env: options.env };
+  const child =
+    ns === null
+      ? spawn(process.execPath, [CLI, ...args], { stdio: 'pipe', ...spawnOptions })
+      : ns.spawn(process.execPath, [CLI, ...args], spawnOptions);
   const lines: string[] = [];
   const waiters: Array<{ pattern: RegExp; resolve: (line: string) => void }> = [];
   let partial = '';

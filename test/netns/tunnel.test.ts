@@ -37,6 +37,7 @@ describe('tunnel between a facade server and two clients', { skip: skip ?? false
   let addrA: string;
   let addrB: string;
   const extra: FacadeProcess[] = [];
+  const extraNs: Netns[] = [];
 
   const serverArgs = (more: string[] = []): string[] => [
     'server',
@@ -105,7 +106,7 @@ describe('tunnel between a facade server and two clients', { skip: skip ?? false
 
   after(async () => {
     for (const p of [clientA, clientB, server, ...extra]) await p?.stop('SIGKILL');
-    for (const n of Object.values(ns ?? {})) await n.destroy();
+    for (const n of [...Object.values(ns ?? {}), ...extraNs]) await n.destroy();
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
@@ -220,6 +221,48 @@ describe('tunnel between a facade server and two clients', { skip: skip ?? false
     const line = await plain.waitFor(/tunnel closed/);
     assert.match(String(field(line, 'message')), /requires the offload capability/);
     await plain.stop();
+  });
+
+  test('--full-tunnel routes everything through the tunnel but the server, and removes it all on exit', async () => {
+    const c = await Netns.create('tc');
+    extraNs.push(c);
+    await createVethPair(ns.s, c, { addrA: '198.18.250.1/24', addrB: '198.18.250.2/24' });
+    const tun = uniqueName('ff');
+    const full = startFacade(c, [
+      ...clientArgs('carol', tun, ['--full-tunnel']).map((a) => a.replace(`${SERVER}:`, '198.18.250.1:')),
+    ]);
+    extra.push(full);
+    const connected = await full.waitFor(/connected:/);
+    assert.deepEqual(
+      [...(field(connected, 'routes') as string[])].sort(),
+      // The pool prefix is the interface's own kernel route: not added by the client, so not removed by it.
+      ['0.0.0.0/1', '128.0.0.0/1', '198.18.250.1/32'].sort(),
+    );
+    const routes = await c.ip(['-j', 'route', 'show']);
+    const table = JSON.parse(routes) as Array<{ dst: string; dev: string }>;
+    assert.ok(
+      table.some((r) => r.dst === '0.0.0.0/1' && r.dev === tun),
+      routes,
+    );
+    assert.ok(
+      table.some((r) => r.dst === '128.0.0.0/1' && r.dev === tun),
+      routes,
+    );
+    assert.ok(
+      table.some((r) => r.dst === '198.18.250.1' && r.dev !== tun),
+      'the server stays outside the tunnel',
+    );
+    const anywhere = JSON.parse(await c.ip(['-j', 'route', 'get', '198.18.251.9'])) as Array<{ dev: string }>;
+    assert.equal(anywhere[0]?.dev, tun, 'an arbitrary address goes through the tunnel');
+    const ping = await c.exec('ping', ['-c', '3', '-i', '0.2', '-W', '2', `${POOL}.1`]);
+    assert.match(ping.stdout, / 0% packet loss/, ping.stdout);
+    assert.equal(await full.stop('SIGTERM'), 0);
+    const after = JSON.parse(await c.ip(['-j', 'route', 'show'])) as Array<{ dst: string }>;
+    assert.deepEqual(
+      after.map((r) => r.dst),
+      ['198.18.250.0/24'],
+      'only the veth route is left: the /1 halves, the host route and the TUN are gone',
+    );
   });
 
   test('server killed and restarted: clients reconnect by themselves, keep their addresses; client-to-client when enabled', async () => {

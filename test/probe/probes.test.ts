@@ -10,7 +10,10 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { createSiteApp, SITE_DEFAULT_DIR } from '../../src/server/site.js';
+import { UsersFile } from '../../src/server/users.js';
 import { deriveClientKey, encodeAuthorization } from '../../src/tunnel/credentials.js';
+import { type FacadeProcess, field, startFacade } from '../helpers/facade.js';
+import { netnsSkipReason, uniqueName } from '../helpers/netns.js';
 import { type ProbeServer, startProbeServer } from '../helpers/probe-server.js';
 import { comparable, type ProbeResult, sendProbe } from '../helpers/raw-probe.js';
 import { makeTestCertificate } from '../helpers/tls-fixture.js';
@@ -70,29 +73,8 @@ describe('facade answers probes exactly like a plain site', () => {
   });
 
   test('every probe gets the same answer from both', { timeout: 120_000 }, async () => {
-    const catalog = buildProbeCatalog({ tunnelPath: TUNNEL_PATH, knownUser: KNOWN_USER });
-    const pairs = await runAll(catalog, PROBE_CONCURRENCY, async (probe) => {
-      const [plain, candidate] = await Promise.all([
-        sendProbe(referencePort, probe),
-        sendProbe(facadePort, probe),
-      ]);
-      return { probe: probe.name, plain, candidate };
-    });
-    const differences: string[] = [];
-    for (const { probe, plain, candidate } of pairs) {
-      const expected = comparable(plain);
-      const actual = comparable(candidate);
-      try {
-        assert.deepEqual(actual, expected);
-      } catch {
-        differences.push(`${probe}:\n  plain:  ${summarize(plain)}\n  facade: ${summarize(candidate)}`);
-      }
-    }
+    await assertSameAnswers(referencePort, facadePort);
     assert.deepEqual(attached, [], 'no probe may open a tunnel');
-    assert.equal(differences.length, 0, `probes answered differently:\n${differences.join('\n')}`);
-    // The comparison is not vacuous: most probes got an HTTP answer.
-    const answered = pairs.filter(({ plain }) => plain.response.startsWith('HTTP/1.1 ')).length;
-    assert.ok(answered >= catalog.length - 4, `${answered} of ${catalog.length} probes got an HTTP answer`);
   });
 
   test('control: the harness does see a difference when facade accepts a valid tunnel request', async () => {
@@ -113,6 +95,83 @@ describe('facade answers probes exactly like a plain site', () => {
     assert.match(candidate.response, /^HTTP\/1\.1 101 /);
     assert.notDeepEqual(comparable(candidate), comparable(plain));
     assert.deepEqual(attached, [KNOWN_USER]);
+  });
+});
+
+/** Sends the whole catalog to both servers and requires the same answer from each, probe by probe. */
+async function assertSameAnswers(referencePort: number, candidatePort: number): Promise<void> {
+  const catalog = buildProbeCatalog({ tunnelPath: TUNNEL_PATH, knownUser: KNOWN_USER });
+  const pairs = await runAll(catalog, PROBE_CONCURRENCY, async (probe) => {
+    const [plain, candidate] = await Promise.all([
+      sendProbe(referencePort, probe),
+      sendProbe(candidatePort, probe),
+    ]);
+    return { probe: probe.name, plain, candidate };
+  });
+  const differences: string[] = [];
+  for (const { probe, plain, candidate } of pairs) {
+    try {
+      assert.deepEqual(comparable(candidate), comparable(plain));
+    } catch {
+      differences.push(`${probe}:\n  plain:  ${summarize(plain)}\n  facade: ${summarize(candidate)}`);
+    }
+  }
+  assert.equal(differences.length, 0, `probes answered differently:\n${differences.join('\n')}`);
+  // The comparison is not vacuous: most probes got an HTTP answer.
+  const answered = pairs.filter(({ plain }) => plain.response.startsWith('HTTP/1.1 ')).length;
+  assert.ok(answered >= catalog.length - 4, `${answered} of ${catalog.length} probes got an HTTP answer`);
+}
+
+describe('the real `facade server` process answers probes exactly like a plain site', {
+  skip: netnsSkipReason() ?? false,
+}, () => {
+  // The whole server (TUN, tunnel engine, leases, users file) runs as its own process on loopback; its TUN,
+  // uniquely named, lives only as long as the process. No probe sends traffic anywhere but 127.0.0.1.
+  let workDir: string;
+  let reference: FastifyInstance;
+  let server: FacadeProcess;
+  let referencePort: number;
+  let serverPort: number;
+
+  before(async () => {
+    workDir = mkdtempSync(path.join(os.tmpdir(), 'facade-probes-real-'));
+    const { cert, key } = await makeTestCertificate(path.join(workDir, 'reference'), ['localhost']);
+    reference = createSiteApp({ siteDir: SITE_DEFAULT_DIR, tls: { key, cert } });
+    await reference.listen({ host: '127.0.0.1', port: 0 });
+    referencePort = (reference.server.address() as AddressInfo).port;
+    const users = await UsersFile.load(path.join(workDir, 'users.json'), { allowMissing: true });
+    await users.add(KNOWN_USER, KNOWN_PASSWORD);
+    await users.save();
+    server = startFacade(null, [
+      'server',
+      '--listen',
+      '127.0.0.1:0',
+      '--http-listen',
+      '127.0.0.1:0',
+      '--pool',
+      `198.18.${200 + (process.pid % 50)}.0/24`,
+      '--users',
+      path.join(workDir, 'users.json'),
+      '--tunnel-path',
+      TUNNEL_PATH,
+      '--state-dir',
+      path.join(workDir, 'state'),
+      '--tun',
+      uniqueName('fprobe'),
+    ]);
+    const ready = await server.waitFor(/facade server ready/);
+    serverPort = Number(String(field(ready, 'listen')).split(':').at(-1));
+  });
+
+  after(async () => {
+    await server?.stop();
+    await reference?.close();
+    if (workDir) rmSync(workDir, { recursive: true, force: true });
+  });
+
+  test('every probe gets the same answer from both', { timeout: 120_000 }, async () => {
+    await assertSameAnswers(referencePort, serverPort);
+    assert.equal(server.count(/client connected/), 0, 'no probe may open a tunnel');
   });
 });
 
