@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+# Throughput (iperf3) and latency (ping) of facade through its tunnel, side by side with plain veth and the
+# peers (OpenVPN, ocserv), all in one run on this machine. Absolute figures drift with the machine; read the
+# ratios. Run as root from the repo after `npm ci`:  bash bench/run.sh
+# Env: T=seconds per iperf3 run (default 6); SKIP_PEERS=1 to skip OpenVPN/ocserv; PROFILE=DIR to also take a
+# node --cpu-prof of server and client during one extra TLS upload + download (profiles land in DIR);
+# CPU=1 to sample per-process CPU (pidstat) of the facade node processes during each iperf3 run.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+T=${T:-6}
+W=$(mktemp -d /tmp/facade-bench.XXXXXX)
+cli="$repo/dist/src/cli.js"
+# Facade's pool: inside 198.18.0.0/15, clear of the peers' pools (OpenVPN 198.19.0.0/24, ocserv 198.20.0.0/24).
+POOL=198.19.128.0/24
+TUN_ADDR=198.19.128.1
+PORT=8443
+IPERF_PORT=5299
+
+peers_dir=""
+for d in "$repo/../shared/bench-peers" /work/shared/bench-peers; do
+  if [ -x "$d/peers.sh" ] || [ -f "$d/peers.sh" ]; then peers_dir=$(cd "$d" && pwd); break; fi
+done
+
+netns_down() { ip netns del fsrv 2>/dev/null || true; ip netns del fcli 2>/dev/null || true; }
+# Same names and addresses as shared/bench-peers/netns.sh, so the figures are comparable.
+netns_up() {
+  if [ -n "$peers_dir" ] && [ -f "$peers_dir/netns.sh" ]; then bash "$peers_dir/netns.sh" up; return; fi
+  netns_down
+  ip netns add fsrv; ip netns add fcli
+  ip link add vsrv type veth peer name vcli
+  ip link set vsrv netns fsrv; ip link set vcli netns fcli
+  ip -n fsrv addr add 198.18.0.1/24 dev vsrv; ip -n fcli addr add 198.18.0.2/24 dev vcli
+  for n in fsrv fcli; do ip -n $n link set lo up; done
+  ip -n fsrv link set vsrv up; ip -n fcli link set vcli up
+}
+
+pids=()
+stop_all() {
+  local p
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  pids=()
+}
+cleanup() {
+  local rc=$?
+  stop_all
+  netns_down
+  rm -rf "$W"
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+[ "$(id -u)" = 0 ] || { echo "bench/run.sh: needs root (network namespaces, TUN)" >&2; exit 1; }
+for c in iperf3 ping ip python3 openssl; do
+  command -v $c >/dev/null || { echo "bench/run.sh: missing $c" >&2; exit 1; }
+done
+[ -f "$cli" ] || (cd "$repo" && npx tsc -p .)
+
+results="$W/results"; : >"$results"
+
+# iperf3 once: $1 target, $2 extra iperf3 flags (e.g. -R). Prints Mbit/s received.
+iperf() {
+  ip netns exec fsrv iperf3 -s -1 -p $IPERF_PORT >/dev/null 2>&1 &
+  local sp=$!; pids+=($sp)
+  for _ in $(seq 20); do ip netns exec fsrv ss -ltn | grep -q ":$IPERF_PORT " && break; sleep 0.1; done
+  local bw
+  bw=$(ip netns exec fcli iperf3 -c "$1" -t "$T" -p $IPERF_PORT ${2:-} -J 2>/dev/null |
+    python3 -c 'import json,sys;print(round(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e6))') || bw=0
+  # A failed client leaves `iperf3 -s -1` waiting for ever: end it ourselves.
+  kill "$sp" 2>/dev/null || true
+  wait "$sp" 2>/dev/null || true
+  echo "$bw"
+}
+rtt() { ip netns exec fcli ping -q -c 50 -i 0.02 "$1" | awk -F/ '/^rtt/{print $5}'; }
+record() { printf '%s %s %s\n' "$1" "$2" "$3" >>"$results"; printf '%-20s %8s Mbit/s  rtt %s ms\n' "$1" "$2" "$3"; }
+
+# CPU of the facade node processes while an iperf3 runs: pidstat over the middle of the run.
+cpu_sample() { # $1 label, $2 server pid, $3 client pid
+  [ -n "${CPU:-}" ] && command -v pidstat >/dev/null || return 0
+  local n=$((T > 4 ? T - 3 : 1))
+  (sleep 1.5; pidstat -u -p "$2,$3" 1 "$n" | awk -v l="$1" -v s="$2" -v c="$3" \
+    '/^Average/ && $3==s {print "  cpu " l " server: usr " $4 "% sys " $5 "% total " $8 "%"}
+     /^Average/ && $3==c {print "  cpu " l " client: usr " $4 "% sys " $5 "% total " $8 "%"}' >>"$W/cpu") &
+}
+
+wait_log() { # $1 file, $2 pattern, $3 what
+  for _ in $(seq 100); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
+  echo "bench/run.sh: $3 did not come up; log:" >&2; cat "$1" >&2; return 1
+}
+
+# --- facade ---------------------------------------------------------------------------------------------
+echo secretpw | node "$cli" user add alice --users "$W/users.json" >/dev/null
+echo secretpw >"$W/pw"
+
+facade_up() { # $1 = tls|plaintext|no-offload (TLS without GSO offload); sets spid cpid
+  local mode=$1 flags="" url="https://198.18.0.1:$PORT/bench" pin=()
+  rm -rf "$W/state"; mkdir -p "$W/state"
+  if [ "$mode" = plaintext ]; then flags=--plaintext; url="http://198.18.0.1:$PORT/bench"; fi
+  if [ "$mode" = no-offload ]; then flags=--no-offload; fi
+  ip netns exec fsrv node "$cli" server --listen 198.18.0.1:$PORT --http-listen 127.0.0.1:8080 --pool $POOL \
+    --users "$W/users.json" --tunnel-path /bench --state-dir "$W/state" --tun fsrv0 --log-level info $flags \
+    >"$W/server.log" 2>&1 &
+  spid=$!; pids+=($spid)
+  for _ in $(seq 100); do ip netns exec fsrv ss -ltn | grep -q "198.18.0.1:$PORT " && break; sleep 0.1; done
+  if [ "$mode" != plaintext ]; then
+    local fp
+    fp=$(openssl x509 -in "$W/state/self-signed.crt.pem" -outform der | sha256sum | cut -d' ' -f1)
+    pin=(--pin "sha256:$fp")
+  fi
+  ip netns exec fcli node "$cli" client "$url" --user alice --password-file "$W/pw" "${pin[@]}" --tun fbench0 \
+    --log-level info $flags >"$W/client.log" 2>&1 &
+  cpid=$!; pids+=($cpid)
+  wait_log "$W/client.log" "connected:" "facade client ($mode)"
+}
+
+measure_facade() { # $1 = tls|plaintext|no-offload
+  local mode=$1 bw bw_r r
+  facade_up "$mode"
+  cpu_sample "facade-$mode up" "$spid" "$cpid"; bw=$(iperf $TUN_ADDR)
+  cpu_sample "facade-$mode down" "$spid" "$cpid"; bw_r=$(iperf $TUN_ADDR -R)
+  r=$(rtt $TUN_ADDR)
+  record "facade-$mode" "$bw" "$r"
+  record "facade-$mode-R" "$bw_r" "$r"
+  stop_all
+}
+
+profile_facade() { # one TLS upload with node --cpu-prof on both ends
+  local dir=$1; mkdir -p "$dir/server" "$dir/client"
+  rm -rf "$W/state"; mkdir -p "$W/state"
+  ip netns exec fsrv node --cpu-prof --cpu-prof-dir="$dir/server" "$cli" server \
+    --listen 198.18.0.1:$PORT --http-listen 127.0.0.1:8080 --pool $POOL --users "$W/users.json" \
+    --tunnel-path /bench --state-dir "$W/state" --tun fsrv0 --log-level info >"$W/server.log" 2>&1 &
+  spid=$!; pids+=($spid)
+  for _ in $(seq 100); do ip netns exec fsrv ss -ltn | grep -q "198.18.0.1:$PORT " && break; sleep 0.1; done
+  local fp; fp=$(openssl x509 -in "$W/state/self-signed.crt.pem" -outform der | sha256sum | cut -d' ' -f1)
+  ip netns exec fcli node --cpu-prof --cpu-prof-dir="$dir/client" "$cli" client \
+    "https://198.18.0.1:$PORT/bench" --user alice --password-file "$W/pw" --pin "sha256:$fp" --tun fbench0 \
+    --log-level info >"$W/client.log" 2>&1 &
+  cpid=$!; pids+=($cpid)
+  wait_log "$W/client.log" "connected:" "facade client (profile)"
+  echo "profile upload: $(iperf $TUN_ADDR) Mbit/s; download: $(iperf $TUN_ADDR -R) Mbit/s (profiler on)"
+  # --cpu-prof writes its file on a clean exit; facade exits cleanly on SIGINT. (Node 20 refuses --cpu-prof
+  # in NODE_OPTIONS, hence the flag on the command line.)
+  kill -INT "$cpid" "$spid" 2>/dev/null || true
+  wait "$cpid" "$spid" 2>/dev/null || true
+  pids=()
+  echo "profiles: $dir/server $dir/client"
+}
+
+echo "== facade bench: T=${T}s per iperf3 run, $(nproc) cores, $(date -u +%FT%TZ)"
+netns_up
+record plain "$(iperf 198.18.0.1)" "$(rtt 198.18.0.1)"
+measure_facade tls
+measure_facade plaintext
+measure_facade no-offload
+if [ -n "${PROFILE:-}" ]; then profile_facade "$PROFILE"; fi
+netns_down
+
+# --- peers (peers.sh builds its own fsrv/fcli, so ours are down by now) ----------------------------------
+if [ -z "${SKIP_PEERS:-}" ] && [ -n "$peers_dir" ]; then
+  T=$T bash "$peers_dir/peers.sh" 2>/dev/null | tee "$W/peers.out" | sed 's/^/peers.sh: /' || true
+  # peers.sh measures plain veth again: kept as plain-peers, a check of how much the machine drifted.
+  awk '$1=="plain"{print "plain-peers", $2, $5} $1=="openvpn"||$1=="ocserv"{print $1, $2, $5}' \
+    "$W/peers.out" >>"$results"
+elif [ -z "${SKIP_PEERS:-}" ]; then
+  echo "(peers skipped: shared/bench-peers/peers.sh not found next to the repo)"
+fi
+
+# --- table ----------------------------------------------------------------------------------------------
+echo
+[ -f "$W/cpu" ] && { echo "CPU of the facade node processes (pidstat average, % of one core):"; cat "$W/cpu"; echo; }
+python3 - "$results" <<'EOF'
+import sys
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+bw = {r[0]: float(r[1]) for r in rows}
+def ratio(n, ref):
+    return f"{n / bw[ref]:.2f}" if bw.get(ref) else "-"
+print(f"{'system':<20} {'Mbit/s':>8} {'x plain':>8} {'x openvpn':>10} {'rtt ms':>8}")
+for name, mbit, rtt in rows:
+    m = float(mbit)
+    print(f"{name:<20} {m:>8.0f} {ratio(m, 'plain'):>8} {ratio(m, 'openvpn'):>10} {rtt:>8}")
+print("(-R = iperf3 reverse, server->client; rtt is one ping run per system, shared by its -R row)")
+EOF
