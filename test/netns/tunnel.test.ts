@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { type FacadeProcess, field, startFacade, waitForStatus } from '../helpers/facade.js';
+import { CLI, type FacadeProcess, field, startFacade, waitForStatus } from '../helpers/facade.js';
 import { createVethPair, Netns, netnsSkipReason, uniqueName } from '../helpers/netns.js';
 
 const skip = netnsSkipReason();
@@ -115,6 +115,16 @@ describe('tunnel between a facade server and two clients', { skip: skip ?? false
     assert.match(addrB, new RegExp(`^${POOL.replace(/\./g, '\\.')}\\.\\d+$`));
     assert.notEqual(addrA, addrB);
     assert.notEqual(addrA, `${POOL}.1`);
+  });
+
+  test('facade status lists the sessions of the running server', async () => {
+    await waitForStatus(join(dir, 'state'), (st) => st.sessions.length === 2);
+    const out = await ns.s.exec(process.execPath, [CLI, 'status', '--state-dir', join(dir, 'state')]);
+    assert.equal(out.code, 0, out.stderr);
+    assert.match(out.stdout, /running/);
+    assert.match(out.stdout, /2 session\(s\)/);
+    assert.match(out.stdout, new RegExp(`alice\\s+${addrA.replace(/\./g, '\\.')}`));
+    assert.match(out.stdout, new RegExp(`bob\\s+${addrB.replace(/\./g, '\\.')}`));
   });
 
   test('ping both ways through the tunnel', async () => {
