@@ -445,9 +445,10 @@ function checkMtu(mtu: number): void {
   }
 }
 
+/** 0 turns keepalive and dead-peer detection off (`--keepalive 0`); anything else is an interval in ms. */
 function checkKeepalive(ms: number): void {
-  if (!Number.isInteger(ms) || ms < 1 || ms > 0xffffffff) {
-    throw invalid(`keepalive interval ${ms} ms (must be 1..4294967295)`);
+  if (!Number.isInteger(ms) || ms < 0 || ms > 0xffffffff) {
+    throw invalid(`keepalive interval ${ms} ms (must be 0 (off) or 1..4294967295)`);
   }
 }
 

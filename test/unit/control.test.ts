@@ -82,6 +82,10 @@ test('CONFIG with every field round-trips', () => {
   assert.deepEqual(roundTrip(fullConfig), fullConfig);
 });
 
+test('CONFIG keepalive 0 (off) round-trips', () => {
+  assert.deepEqual(roundTrip({ ...fullConfig, keepaliveMs: 0 }), { ...fullConfig, keepaliveMs: 0 });
+});
+
 test('CONFIG minimal: absent optional fields stay absent, defaults fill the rest', () => {
   const decoded = decodeControl(configPayload(ipv4Tlv));
   assert.deepEqual(decoded, {
@@ -137,7 +141,6 @@ test('CONFIG: malformed bodies are refused with CONTROL_INVALID', () => {
   rejects(configPayload(ipv4Tlv, tlv(ConfigTag.SERVER_IPV6, [0xfd, 0])), /server ipv6 of 2 bytes/);
   rejects(configPayload(ipv4Tlv, tlv(ConfigTag.MTU, [0x04, 0xff])), /mtu 1279/);
   rejects(configPayload(ipv4Tlv, tlv(ConfigTag.MTU, [0x05])), /mtu of 1 bytes/);
-  rejects(configPayload(ipv4Tlv, tlv(ConfigTag.KEEPALIVE_MS, [0, 0, 0, 0])), /keepalive interval 0/);
   rejects(configPayload(ipv4Tlv, tlv(ConfigTag.OFFLOAD, [2])), /offload value 2/);
   rejects(configPayload(ipv4Tlv, tlv(ConfigTag.DNS, [198, 18, 0])), /dns server of 3 bytes/);
   rejects(configPayload(ipv4Tlv, tlv(ConfigTag.ROUTE, [5, 8, 10, 0, 0, 0])), /route family 5/);
@@ -155,7 +158,7 @@ test('CONFIG encoder refuses bad input before writing anything', () => {
   encodeRejects({ ...fullConfig, serverIpv4: 'fd00::1' }, /not an IPv4 address/);
   encodeRejects({ ...fullConfig, mtu: 1279 }, /mtu 1279/);
   encodeRejects({ ...fullConfig, mtu: 65536 }, /mtu 65536/);
-  encodeRejects({ ...fullConfig, keepaliveMs: 0 }, /keepalive/);
+  encodeRejects({ ...fullConfig, keepaliveMs: -1 }, /keepalive/);
   encodeRejects({ ...fullConfig, dns: ['example.org'] }, /not an IPv4 address/);
   encodeRejects(
     { ...fullConfig, routes: [{ family: 4, address: 'fd00::', prefix: 8 }] },
