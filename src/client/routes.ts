@@ -17,6 +17,7 @@ import {
   setMtu,
   setTxQueueLength,
 } from '../net/ifconfig.js';
+import { ipv4ToNumber, ipv6ToKey } from '../net/packet.js';
 import type { ConfigMessage } from '../tunnel/control.js';
 
 const run = promisify(execFile);
@@ -53,9 +54,15 @@ export class ClientNetwork {
       this.addressesApplied = true;
     }
     const wanted: AddedRoute[] = [];
-    // The pushed prefixes that the interface address does not already cover get explicit routes.
-    for (const route of config.routes)
-      wanted.push({ cidr: `${route.address}/${route.prefix}`, dev: this.dev });
+    // The pushed prefixes get explicit routes, except the interface's own prefixes: the kernel made those
+    // routes with the addresses (an IPv6 duplicate would even be accepted, at another metric).
+    const own = [config.ipv4, config.ipv6]
+      .filter((a) => a !== undefined)
+      .map((a) => networkOf(a.address, a.prefix));
+    for (const route of config.routes) {
+      const cidr = `${route.address}/${route.prefix}`;
+      if (!own.includes(networkOf(route.address, route.prefix))) wanted.push({ cidr, dev: this.dev });
+    }
     if (options.fullTunnel) {
       const family = isIP(options.serverAddress);
       const viaPath = await routeGet(options.serverAddress);
@@ -108,4 +115,19 @@ export class ClientNetwork {
       this.dnsApplied = false;
     }
   }
+}
+
+/** The network of `address/prefix` in a comparable form: the masked address bytes as hex, plus the prefix. */
+function networkOf(address: string, prefix: number): string {
+  const bytes = Buffer.from(isIP(address) === 6 ? ipv6ToKey(address) : ipv4Key(address), 'latin1');
+  for (let bit = prefix; bit < bytes.length * 8; bit++) {
+    bytes[bit >> 3] = (bytes[bit >> 3] as number) & ~(0x80 >> (bit & 7));
+  }
+  return `${bytes.toString('hex')}/${prefix}`;
+}
+
+function ipv4Key(address: string): string {
+  const bytes = Buffer.alloc(4);
+  bytes.writeUInt32BE(ipv4ToNumber(address));
+  return bytes.toString('latin1');
 }

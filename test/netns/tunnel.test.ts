@@ -23,6 +23,8 @@ const net = 100 + (process.pid % 50) * 2;
 const LINK_A = `198.19.${net}`;
 const LINK_B = `198.19.${net + 1}`;
 const POOL = `198.18.${net}`;
+/** IPv6 pool prefix (fd00::/8), written so that `${POOL6}:/64` is the pool and `${POOL6}:1` its server. */
+const POOL6 = `fd00:${net.toString(16)}:`;
 const SERVER = `${LINK_A}.1`;
 const PORT = 8443;
 const PATH = '/k3y/tunnel';
@@ -47,6 +49,8 @@ describe('tunnel between a facade server and two clients', { skip: skip ?? false
     '127.0.0.1:8080',
     '--pool',
     `${POOL}.0/24`,
+    '--pool6',
+    `${POOL6}:/64`,
     '--users',
     join(dir, 'users.json'),
     '--tunnel-path',
@@ -131,6 +135,16 @@ describe('tunnel between a facade server and two clients', { skip: skip ?? false
     const out = await ns.a.exec('ping', ['-c', '5', '-i', '0.2', '-W', '2', `${POOL}.1`]);
     assert.match(out.stdout, / 0% packet loss/, out.stdout);
     const back = await ns.s.exec('ping', ['-c', '5', '-i', '0.2', '-W', '2', addrA]);
+    assert.match(back.stdout, / 0% packet loss/, back.stdout);
+  });
+
+  test('IPv6 through the tunnel: addresses from --pool6, ping both ways', async () => {
+    const line = clientA.lines.find((l) => /connected:/.test(l)) ?? '';
+    const addr6 = String(field(line, 'ipv6')).split('/')[0] as string;
+    assert.ok(addr6.startsWith(POOL6), `client A got ${addr6} from ${POOL6}:/64`);
+    const out = await ns.a.exec('ping', ['-6', '-c', '3', '-i', '0.2', '-W', '2', `${POOL6}:1`]);
+    assert.match(out.stdout, / 0% packet loss/, out.stdout);
+    const back = await ns.s.exec('ping', ['-6', '-c', '3', '-i', '0.2', '-W', '2', addr6]);
     assert.match(back.stdout, / 0% packet loss/, back.stdout);
   });
 
@@ -246,7 +260,7 @@ describe('tunnel between a facade server and two clients', { skip: skip ?? false
     assert.deepEqual(
       [...(field(connected, 'routes') as string[])].sort(),
       // The pool prefix is the interface's own kernel route: not added by the client, so not removed by it.
-      ['0.0.0.0/1', '128.0.0.0/1', '198.18.250.1/32'].sort(),
+      ['0.0.0.0/1', '128.0.0.0/1', '198.18.250.1/32', '::/1', '8000::/1'].sort(),
     );
     const routes = await c.ip(['-j', 'route', 'show']);
     const table = JSON.parse(routes) as Array<{ dst: string; dev: string }>;
