@@ -102,7 +102,14 @@ export function startFacade(
 
 /** What the server writes to `<state-dir>/status.json` (the parts tests read). */
 export interface ServerStatus {
-  sessions: Array<{ user: string; ipv4: string; spoofDrops: number; packetsIn: number; packetsOut: number }>;
+  sessions: Array<{
+    user: string;
+    ipv4: string;
+    spoofDrops: number;
+    queueDrops: number;
+    packetsIn: number;
+    packetsOut: number;
+  }>;
   engine: { sessions: number; clientToClientDrops: number; unknownDestinationDrops: number };
 }
 
