@@ -189,6 +189,14 @@ export class TunnelClient implements SessionSink {
       },
       'tunnel closed',
     );
+    if (reason.code === DisconnectReason.REPLACED && reason.byPeer) {
+      // Another client logged in as the same user. Reconnecting would push it out in turn, and the two
+      // would take the address from each other forever: give way, and say why.
+      this.fatalError = new Error(`another client connected as "${this.config.user}"; this one stops`);
+      this.logger.error(this.fatalError.message);
+      void this.stop();
+      return;
+    }
     if (reason.code === DisconnectReason.POOL_EXHAUSTED) {
       // The server has no address for us now; retrying with backoff is right, but say it plainly.
       this.logger.error(`server has no free address: ${reason.message}`);

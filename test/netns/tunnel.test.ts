@@ -403,5 +403,17 @@ describe('tunnel between a facade server and two clients', { skip: skip ?? false
     const line = await second.waitFor(/server has no free address/);
     assert.match(line, /exhausted/);
     await full.waitFor(/pool exhausted/);
+    // The same user from elsewhere takes over; the replaced client stops instead of fighting back.
+    const again = startFacade(ns.b, args('alice', uniqueName('fz')));
+    extra.push(again);
+    await again.waitFor(/connected:/);
+    const exitCode = await new Promise<number | null>((resolve) => {
+      if (first.child.exitCode !== null) resolve(first.child.exitCode);
+      else first.child.once('exit', resolve);
+    });
+    assert.equal(exitCode, 1);
+    assert.ok(
+      first.lines.some((l) => field(l, 'msg') === 'another client connected as "alice"; this one stops'),
+    );
   });
 });
