@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { deriveClientKey, encodeAuthorization } from '../../src/tunnel/credentials.js';
 import { CLI, type FacadeProcess, field, startFacade, waitForStatus } from '../helpers/facade.js';
 import { createVethPair, Netns, netnsSkipReason, uniqueName } from '../helpers/netns.js';
 
@@ -262,6 +263,28 @@ describe('tunnel between a facade server and two clients', { skip: skip ?? false
     const lines = clientB.lines.filter((l) => /connected:/.test(l));
     if (lines.length > connectedBefore)
       assert.equal(String(field(lines.at(-1) as string, 'ipv4')).split('/')[0], addrB);
+  });
+
+  test('a malformed frame ends that one session with a logged reason; the server and others carry on', async () => {
+    const key = await deriveClientKey('carol', 'pw-of-carol');
+    const request =
+      `GET ${PATH} HTTP/1.1\r\nHost: ${SERVER}\r\nConnection: Upgrade\r\nUpgrade: facade\r\n` +
+      `Facade-Capabilities: offload\r\nAuthorization: ${encodeAuthorization('carol', key)}\r\n\r\n`;
+    // Right after the head: a frame claiming protocol version 9.
+    const bytes = Buffer.concat([Buffer.from(request), Buffer.from([9, 1, 0, 4, 1, 2, 3, 4])]);
+    const out = await ns.a.exec(process.execPath, [
+      RAW_REQUEST,
+      SERVER,
+      String(PORT),
+      bytes.toString('base64'),
+    ]);
+    const answer = Buffer.from((JSON.parse(out.stdout.trim()) as { response: string }).response, 'base64');
+    assert.match(answer.toString('latin1'), /^HTTP\/1\.1 101 /);
+    // After the 101 head: CONFIG, then DISCONNECT with PROTOCOL_ERROR (1) naming the version.
+    assert.match(answer.toString('latin1'), /version 9/);
+    await server.waitFor(/protocol error/);
+    const ping = await ns.a.exec('ping', ['-c', '2', '-i', '0.2', '-W', '2', `${POOL}.1`]);
+    assert.match(ping.stdout, / 0% packet loss/, ping.stdout);
   });
 
   test('a packet with a spoofed source address is dropped and counted', async () => {
