@@ -225,15 +225,20 @@ describe('tunnel between a facade server and two clients', { skip: skip ?? false
     // Freeze bob's client: its socket stops reading, so the server's queue for it fills.
     clientB.child.kill('SIGSTOP');
     try {
-      // 20,000 UDP datagrams of 1400 bytes (28 MB) from the server's namespace to bob's tunnel address.
+      // 20,000 UDP datagrams of 1400 bytes (28 MB) from the server's namespace to bob's tunnel address,
+      // paced at ~220 Mbit/s: well under what the engine drains, so the shared TUN queue does not overflow
+      // (that would be the kernel dropping everyone's packets, not one session stalling the others).
       const blast = ns.s.exec(process.execPath, [
         '-e',
         `const s=require('dgram').createSocket('udp4');const b=Buffer.alloc(1400);let n=0;` +
-          `const go=()=>{for(let i=0;i<500&&n<20000;i++,n++)s.send(b,9,'${addrB}');if(n<20000)setImmediate(go);else setTimeout(()=>s.close(),200)};go()`,
+          `const go=()=>{for(let i=0;i<100&&n<20000;i++,n++)s.send(b,9,'${addrB}');if(n<20000)setTimeout(go,5);else setTimeout(()=>s.close(),200)};go()`,
       ]);
-      // Meanwhile alice's traffic goes through untouched.
+      // Meanwhile alice is not held up behind bob: her pings come back, none of them late.
       const out = await ns.a.exec('ping', ['-c', '20', '-i', '0.05', '-W', '2', `${POOL}.1`]);
-      assert.match(out.stdout, / 0% packet loss/, out.stdout);
+      const received = Number(/(\d+) received/.exec(out.stdout)?.[1] ?? 0);
+      const maxRtt = Number(/= [\d.]+\/[\d.]+\/([\d.]+)\//.exec(out.stdout)?.[1] ?? Number.POSITIVE_INFINITY);
+      assert.ok(received >= 18, `alice got ${received} of 20 replies:\n${out.stdout}`);
+      assert.ok(maxRtt < 1000, `alice's slowest reply took ${maxRtt} ms:\n${out.stdout}`);
       await blast;
       // bob's queue overflowed: see it in the status file, or in the line logged when his session ended
       // (the server may declare the frozen peer dead after three keepalive intervals).
