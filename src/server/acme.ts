@@ -242,8 +242,10 @@ export class CertificateManager extends EventEmitter<CertificateEvents> {
       const delay = Math.min(this.#retry.initialMs * 2 ** (this.#failures - 1), this.#retry.maxMs);
       const reason = (err as Error).message;
       if (!this.#closed) {
-        const nextAttemptAt = new Date(this.#now() + delay).toISOString();
-        this.#scheduleAt(this.#now() + delay);
+        // One clock reading for both: the time logged is exactly the time scheduled.
+        const at = this.#now() + delay;
+        const nextAttemptAt = new Date(at).toISOString();
+        this.#scheduleAt(at);
         this.#log.warn(
           {
             reason,
