@@ -1,7 +1,6 @@
 // Opens one tunnel connection: TCP (+TLS unless --plaintext), the upgrade request, the 101 answer.
 // The server certificate is verified by default (system CAs plus --ca), or pinned by fingerprint.
 
-import { createHash } from 'node:crypto';
 import { lookup } from 'node:dns/promises';
 import { readFileSync } from 'node:fs';
 import { connect as netConnect, type Socket } from 'node:net';
@@ -10,6 +9,7 @@ import type { ClientConfig } from '../config/schema.js';
 import { facadeError } from '../errors.js';
 import { HANDSHAKE_TIMEOUT_MS, MAX_REQUEST_HEAD_BYTES } from '../limits.js';
 import { findHeadEnd } from '../server/request-head.js';
+import { certificateFingerprint } from '../server/self-signed.js';
 import { encodeAuthorization } from '../tunnel/credentials.js';
 
 export interface TunnelConnection {
@@ -22,13 +22,6 @@ export interface TunnelConnection {
 
 /** A failure that another attempt cannot fix (wrong credentials, pin mismatch): the client stops. */
 export class PermanentConnectError extends Error {}
-
-export function normalizePin(pin: string): string {
-  return pin
-    .replace(/^sha256:/i, '')
-    .replace(/:/g, '')
-    .toLowerCase();
-}
 
 export async function connectTunnel(config: ClientConfig, clientKey: Buffer): Promise<TunnelConnection> {
   const { url } = config;
@@ -82,7 +75,8 @@ function openTls(
   port: number,
   servername: string,
 ): Promise<TLSSocket> {
-  const pin = config.pin === undefined ? undefined : normalizePin(config.pin);
+  // The config holds the pin in parsePin's canonical form, the form certificateFingerprint returns.
+  const pin = config.pin;
   const ca = config.ca === undefined ? undefined : [...rootCertificates, readFileSync(config.ca, 'utf8')];
   return new Promise((resolve, reject) => {
     const socket = tlsConnect({
@@ -102,15 +96,10 @@ function openTls(
       socket.removeListener('error', reject);
       socket.setTimeout(0);
       if (pin !== undefined) {
-        const der = socket.getPeerCertificate().raw;
-        const actual = createHash('sha256').update(der).digest('hex');
+        const actual = certificateFingerprint(socket.getPeerCertificate().raw);
         if (actual !== pin) {
           socket.destroy();
-          reject(
-            new PermanentConnectError(
-              facadeError('PIN_MISMATCH', [`sha256:${actual}`, `sha256:${pin}`]).message,
-            ),
-          );
+          reject(new PermanentConnectError(facadeError('PIN_MISMATCH', [actual, pin]).message));
           return;
         }
       }

@@ -5,6 +5,7 @@ import { isIP } from 'node:net';
 import { facadeError } from '../errors.js';
 import { DEFAULT_KEEPALIVE_MS, DEFAULT_TUNNEL_MTU, MIN_TUNNEL_MTU } from '../limits.js';
 import { parseCidr } from '../net/packet.js';
+import { parsePin } from '../server/self-signed.js';
 
 export interface ListenAddress {
   readonly host: string;
@@ -244,9 +245,14 @@ export function validateClientConfig(raw: RawSettings): ClientConfig {
     invalid('url', `expected an https:// URL (http:// only with --plaintext), got "${urlText}"`);
   }
   if (url.pathname === '/' || url.pathname === '') invalid('url', 'the URL must include the tunnel path');
-  const pin = optionalString(raw, 'pin');
-  if (pin !== undefined && !/^sha256:[0-9a-fA-F:]{64,95}$/.test(pin)) {
-    invalid('pin', `expected sha256: followed by 64 hex digits, got "${pin}"`);
+  const pinText = optionalString(raw, 'pin');
+  let pin: string | undefined;
+  if (pinText !== undefined) {
+    try {
+      pin = parsePin(pinText);
+    } catch (err) {
+      invalid('pin', err instanceof Error ? err.message : String(err));
+    }
   }
   const tunName = optionalString(raw, 'tunName') ?? CLIENT_DEFAULTS.tunName;
   if (tunName.length > 15) invalid('tunName', `interface names have at most 15 characters, got "${tunName}"`);

@@ -78,6 +78,13 @@ test('client settings: https URL with a path, pins, plaintext only when asked', 
     /sha256/,
   );
   rejects(() => validateClientConfig({ url: 'https://h/k', passwordFile: '/p' }), 'user', /is required/);
+  const openssl = `SHA256:${'AB:'.repeat(31)}AB`;
+  const pinned = validateClientConfig({ url: 'https://h/k', user: 'a', passwordFile: '/p', pin: openssl });
+  assert.equal(
+    pinned.pin,
+    `sha256:${'ab'.repeat(32)}`,
+    'the pin is kept in the form fingerprints are compared in',
+  );
   const plain = validateClientConfig({ url: 'http://h/k', user: 'a', passwordFile: '/p', plaintext: true });
   assert.equal(plain.plaintext, true);
 });
