@@ -15,7 +15,7 @@ import { addAddress, setLinkUp, setMtu, setTxQueueLength } from '../net/ifconfig
 import { AddressPool } from '../net/pool.js';
 import { TunDevice } from '../net/tun.js';
 import { CertificateManager, LETS_ENCRYPT_PRODUCTION, LETS_ENCRYPT_STAGING } from './acme.js';
-import type { CertificatePair } from './cert-store.js';
+import { type CertificatePair, checkCertificatePair } from './cert-store.js';
 import { installFrontDoor } from './front-door.js';
 import { ChallengeStore, type HttpListener, startHttpListener } from './http-listener.js';
 import { loadOrCreateSelfSigned } from './self-signed.js';
@@ -258,13 +258,17 @@ export async function startServer(config: ServerConfig, logger: Logger): Promise
   };
 }
 
+/** The operator's --cert/--key, read and checked with cert-store's checks (PEM parses, key fits the leaf). */
 async function readPair(certPath: string, keyPath: string): Promise<CertificatePair> {
+  let pair: CertificatePair;
   try {
-    return { cert: await readFile(certPath, 'utf8'), key: await readFile(keyPath, 'utf8') };
+    pair = { cert: await readFile(certPath, 'utf8'), key: await readFile(keyPath, 'utf8') };
   } catch (err) {
     throw facadeError('CERT_LOAD', [
       `${certPath} / ${keyPath}`,
       err instanceof Error ? err.message : String(err),
     ]);
   }
+  const checked = checkCertificatePair(pair, certPath);
+  return { cert: checked.cert, key: checked.key };
 }
