@@ -25,7 +25,7 @@ interface Answer {
 function get(
   port: number,
   urlPath: string,
-  options: { method?: string; headers?: http.OutgoingHttpHeaders } = {},
+  options: { method?: string; headers?: http.OutgoingHttpHeaders; body?: string } = {},
 ) {
   return new Promise<Answer>((resolve, reject) => {
     const req = http.request(
@@ -47,7 +47,7 @@ function get(
       },
     );
     req.on('error', reject);
-    req.end();
+    req.end(options.body);
   });
 }
 
@@ -208,19 +208,10 @@ describe('static site over HTTP/1.1', () => {
       ['PATCH', '/about', {}],
     ];
     for (const [method, urlPath, headers] of cases) {
-      const res = await new Promise<Answer>((resolve, reject) => {
-        const req = http.request(
-          { host: '127.0.0.1', port, path: urlPath, method, headers, agent: false },
-          (r) => {
-            const chunks: Buffer[] = [];
-            r.on('data', (c: Buffer) => chunks.push(c));
-            r.on('end', () =>
-              resolve({ status: r.statusCode ?? 0, headers: r.headers, body: Buffer.concat(chunks) }),
-            );
-          },
-        );
-        req.on('error', reject);
-        req.end(headers['content-length'] ? '{bad' : undefined);
+      const res = await get(port, urlPath, {
+        method,
+        headers,
+        ...(headers['content-length'] ? { body: '{bad' } : {}),
       });
       assert.equal(res.status, 404, `${method} ${urlPath}`);
       assert.deepEqual(res.body, notFoundHtml, `${method} ${urlPath}`);
