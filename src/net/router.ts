@@ -27,8 +27,4 @@ export class Router<T> {
     if (version === 6) return this.byIpv6.get(ipv6DestinationKey(packet, offset));
     return undefined;
   }
-
-  get size(): number {
-    return this.byIpv4.size;
-  }
 }

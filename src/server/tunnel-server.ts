@@ -64,12 +64,8 @@ export interface TunnelServerStats {
 }
 
 export class TunnelServer implements SessionSink {
-  readonly stats: TunnelServerStats = {
-    sessions: 0,
-    unknownDestinationDrops: 0,
-    clientToClientDrops: 0,
-    tunWriteDrops: 0,
-  };
+  private unknownDestinationDrops = 0;
+  private clientToClientDrops = 0;
   private readonly options: TunnelServerOptions;
   private readonly router = new Router<Peer>();
   private readonly peers = new Map<Session, Peer>();
@@ -87,8 +83,14 @@ export class TunnelServer implements SessionSink {
     options.tun.onBatch(this.vnetHdr ? this.onTunVnetBatch : this.onTunBatch);
   }
 
-  get sessionCount(): number {
-    return this.peers.size;
+  /** A snapshot of the engine's counters (sessions and drops are read where they live). */
+  get stats(): TunnelServerStats {
+    return {
+      sessions: this.peers.size,
+      unknownDestinationDrops: this.unknownDestinationDrops,
+      clientToClientDrops: this.clientToClientDrops,
+      tunWriteDrops: this.toTun.drops,
+    };
   }
 
   /** A list for `facade status` and logs. */
@@ -173,7 +175,6 @@ export class TunnelServer implements SessionSink {
     this.peers.set(session, peer);
     this.byUser.set(request.user, peer);
     this.router.add(peer, peer.ipv4, peer.ipv6Key);
-    this.stats.sessions = this.peers.size;
     const pool = this.options.pool;
     const routes = [pool.ipv4Cidr, ...this.options.routes];
     if (lease.ipv6 !== undefined && pool.ipv6Cidr !== undefined) routes.push(pool.ipv6Cidr);
@@ -200,7 +201,7 @@ export class TunnelServer implements SessionSink {
       const offset = offsets[i] as number;
       const peer = this.router.lookupDestination(buffer, offset);
       if (peer === undefined) {
-        this.stats.unknownDestinationDrops++;
+        this.unknownDestinationDrops++;
         continue;
       }
       peer.session.queuePacket(buffer, offset, lengths[i] as number);
@@ -214,7 +215,7 @@ export class TunnelServer implements SessionSink {
       const offset = offsets[i] as number;
       const peer = this.router.lookupDestination(buffer, offset + OFFLOAD_HEADER_SIZE);
       if (peer === undefined) {
-        this.stats.unknownDestinationDrops++;
+        this.unknownDestinationDrops++;
         continue;
       }
       peer.session.queueVnetPacket(buffer, offset, lengths[i] as number);
@@ -227,16 +228,14 @@ export class TunnelServer implements SessionSink {
     const other = this.router.lookupDestination(packet, 0);
     if (other !== undefined) {
       if (this.options.clientToClient) other.session.queueFrom(packet, offload);
-      else this.stats.clientToClientDrops++;
+      else this.clientToClientDrops++;
       return;
     }
     this.toTun.add(packet, offload);
   }
 
   onChunkEnd(_session: Session): void {
-    if (this.toTun.pending === 0) return;
     this.toTun.flush();
-    this.stats.tunWriteDrops = this.toTun.drops;
   }
 
   onControl(session: Session, message: ControlMessage): void {
@@ -255,7 +254,6 @@ export class TunnelServer implements SessionSink {
     this.router.remove(peer, peer.ipv4, peer.ipv6Key);
     // The lease names its generation: a replaced session closing late cannot release its successor's.
     this.options.pool.release(peer.user, peer.lease);
-    this.stats.sessions = this.peers.size;
     this.options.logger.info(
       {
         user: peer.user,

@@ -26,10 +26,6 @@ export class TunWriteBatch {
     this.slab = vnetHdr ? Buffer.allocUnsafeSlow(STAGING_BYTES) : null;
   }
 
-  get pending(): number {
-    return this.packets.length;
-  }
-
   /** Adds a packet; returns the bytes that will be written (with the virtio header when there is one). */
   add(packet: Buffer, offload: OffloadHeader | null): Buffer {
     const slab = this.slab;
