@@ -16,9 +16,11 @@ import type { Logger } from '../log.js';
 import { checkPacket, ipVersion, ipv4Source, ipv6SourceKey } from '../net/packet.js';
 import {
   type ControlMessage,
+  clampDisconnectText,
   DisconnectReason,
   decodeControl,
   describeReason,
+  echoClock,
   encodeControlFrame,
 } from './control.js';
 import { FrameDecoder, type FrameSink } from './decoder.js';
@@ -109,7 +111,7 @@ export class Session implements FrameSink {
   private readonly sink: SessionSink;
   private readonly logger: Logger;
   private readonly decoder: FrameDecoder;
-  private allowed: AllowedSources | undefined;
+  private readonly allowed: AllowedSources | undefined;
   private offload: boolean;
   private slab: Buffer | null = null;
   private slabUsed = 0;
@@ -154,18 +156,10 @@ export class Session implements FrameSink {
     return this.socket.writableLength + (this.slabUsed - this.flushFrom);
   }
 
-  setAllowedSources(allowed: AllowedSources | undefined): void {
-    this.allowed = allowed;
-  }
-
   /** Turns DATA_OFFLOAD on from the next frame (the client, on a CONFIG that says so). */
   enableOffload(): void {
     this.offload = true;
     this.decoder.configure({ offload: true });
-  }
-
-  get offloadEnabled(): boolean {
-    return this.offload;
   }
 
   // --- outbound ------------------------------------------------------------------------------------
@@ -331,7 +325,7 @@ export class Session implements FrameSink {
       this.close(DisconnectReason.DEAD_PEER, `peer silent for ${this.idleTicks} keepalive intervals`);
       return;
     }
-    this.sendControl({ type: 'echo-request', seq: this.echoSeq++ >>> 0, timestamp: Date.now() >>> 0 });
+    this.sendControl({ type: 'echo-request', seq: this.echoSeq++ >>> 0, timestamp: echoClock() });
   };
 
   // --- closing ---------------------------------------------------------------------------------------
@@ -341,8 +335,9 @@ export class Session implements FrameSink {
     if (this.closed) return;
     if (!this.socket.destroyed && this.socket.writable) {
       this.flush();
-      const text = message.length > 900 ? `${message.slice(0, 900)}…` : message;
-      this.socket.write(encodeControlFrame({ type: 'disconnect', reason, message: text }));
+      this.socket.write(
+        encodeControlFrame({ type: 'disconnect', reason, message: clampDisconnectText(message) }),
+      );
     }
     this.finish({ code: reason, message, byPeer: false });
   }

@@ -152,3 +152,27 @@ test('a peer that stops reading makes queuePacket drop instead of buffering with
   session.close(DisconnectReason.NORMAL, 'done');
   b.destroy();
 });
+
+test('a long multi-byte close reason is cut to the protocol limit, not thrown', {
+  timeout: 5_000,
+}, async () => {
+  const [a, b] = await socketPair();
+  const sink = new RecordingSink();
+  const session = new Session({ socket: a, sink, logger, keepaliveMs: 0 });
+  const received: string[] = [];
+  const decoder = new FrameDecoder({
+    onPacket() {},
+    onControl(payload) {
+      const message = decodeControl(payload);
+      if (message.type === 'disconnect') received.push(message.message);
+    },
+  });
+  b.on('data', (chunk: Buffer) => decoder.push(chunk));
+  // 800 characters, 2,400 bytes of UTF-8: over the 1,000-byte limit for DISCONNECT text.
+  session.close(DisconnectReason.ADMIN, '€'.repeat(800));
+  await once(b, 'end');
+  assert.equal(received.length, 1);
+  assert.ok(Buffer.byteLength(received[0] as string) <= 1000);
+  assert.match(received[0] as string, /^€+/);
+  b.destroy();
+});
