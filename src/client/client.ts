@@ -59,10 +59,6 @@ export class TunnelClient implements SessionSink {
     });
   }
 
-  get connected(): boolean {
-    return this.session !== undefined && !this.session.isClosed;
-  }
-
   async start(): Promise<void> {
     const password = passwordFromText(readFileSync(this.config.passwordFile, 'utf8'));
     this.clientKey = await deriveClientKey(this.config.user, password);
@@ -89,13 +85,18 @@ export class TunnelClient implements SessionSink {
       connection.socket.resume();
     } catch (err) {
       if (err instanceof PermanentConnectError) {
-        this.fatalError = err;
-        this.logger.error(err.message);
-        await this.stop();
+        await this.giveUp(err);
         return;
       }
       this.scheduleReconnect(err instanceof Error ? err.message : String(err));
     }
+  }
+
+  /** Stops for good on a failure another attempt cannot fix; the CLI exits non-zero with its message. */
+  private async giveUp(err: Error): Promise<void> {
+    this.fatalError = err;
+    this.logger.error(err.message);
+    await this.stop();
   }
 
   private scheduleReconnect(why: string): void {
@@ -192,9 +193,7 @@ export class TunnelClient implements SessionSink {
     if (reason.code === DisconnectReason.REPLACED && reason.byPeer) {
       // Another client logged in as the same user. Reconnecting would push it out in turn, and the two
       // would take the address from each other forever: give way, and say why.
-      this.fatalError = new Error(`another client connected as "${this.config.user}"; this one stops`);
-      this.logger.error(this.fatalError.message);
-      void this.stop();
+      void this.giveUp(new Error(`another client connected as "${this.config.user}"; this one stops`));
       return;
     }
     if (reason.code === DisconnectReason.POOL_EXHAUSTED) {
