@@ -2,7 +2,7 @@
 // fast with a clear message), then certificates, the TUN, the tunnel engine, and the website last, so the
 // port opens only when everything behind it works.
 
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
@@ -15,7 +15,7 @@ import { addAddress, setLinkUp, setMtu, setTxQueueLength } from '../net/ifconfig
 import { AddressPool } from '../net/pool.js';
 import { TunDevice } from '../net/tun.js';
 import { CertificateManager, LETS_ENCRYPT_PRODUCTION, LETS_ENCRYPT_STAGING } from './acme.js';
-import { type CertificatePair, checkCertificatePair } from './cert-store.js';
+import { type CertificatePair, checkCertificatePair, ensureStateDir } from './cert-store.js';
 import { installFrontDoor } from './front-door.js';
 import { ChallengeStore, type HttpListener, startHttpListener } from './http-listener.js';
 import { loadOrCreateSelfSigned } from './self-signed.js';
@@ -41,9 +41,8 @@ export interface RunningServer {
 }
 
 export async function startServer(config: ServerConfig, logger: Logger): Promise<RunningServer> {
-  await mkdir(config.stateDir, { recursive: true, mode: 0o700 }).catch((err: unknown) => {
-    throw facadeError('STATE_DIR', [config.stateDir, err instanceof Error ? err.message : String(err)]);
-  });
+  // It holds leases, keys and status: 0700, also when it already existed wider.
+  await ensureStateDir(config.stateDir);
   const users = await UsersFile.load(config.users);
   if (users.size === 0)
     logger.warn({ users: config.users }, 'the users file has no users: nobody can connect');
