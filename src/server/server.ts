@@ -2,11 +2,12 @@
 // fast with a clear message), then certificates, the TUN, the tunnel engine, and the website last, so the
 // port opens only when everything behind it works.
 
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
+import { writeFileAtomic } from '../atomic-file.js';
 import type { ServerConfig } from '../config/schema.js';
 import { facadeError } from '../errors.js';
 import { TUN_TX_QUEUE_PACKETS } from '../limits.js';
@@ -190,8 +191,9 @@ export async function startServer(config: ServerConfig, logger: Logger): Promise
   }, USERS_RELOAD_MS);
   usersTimer.unref();
   const statusPath = join(config.stateDir, 'status.json');
+  // Atomic: `facade status` may read it at any moment and must never see half a file.
   const writeStatus = (): Promise<void> =>
-    writeFile(
+    writeFileAtomic(
       statusPath,
       `${JSON.stringify(
         {
@@ -207,7 +209,6 @@ export async function startServer(config: ServerConfig, logger: Logger): Promise
         null,
         2,
       )}\n`,
-      { mode: 0o600 },
     ).catch(() => undefined);
   const statusTimer = setInterval(() => void writeStatus(), STATUS_WRITE_MS);
   statusTimer.unref();
