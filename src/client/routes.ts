@@ -17,7 +17,7 @@ import {
   setMtu,
   setTxQueueLength,
 } from '../net/ifconfig.js';
-import { ipv4ToNumber, ipv6ToKey } from '../net/packet.js';
+import { addressBytes, clearHostBits } from '../net/packet.js';
 import type { ConfigMessage } from '../tunnel/control.js';
 
 const run = promisify(execFile);
@@ -119,15 +119,5 @@ export class ClientNetwork {
 
 /** The network of `address/prefix` in a comparable form: the masked address bytes as hex, plus the prefix. */
 function networkOf(address: string, prefix: number): string {
-  const bytes = Buffer.from(isIP(address) === 6 ? ipv6ToKey(address) : ipv4Key(address), 'latin1');
-  for (let bit = prefix; bit < bytes.length * 8; bit++) {
-    bytes[bit >> 3] = (bytes[bit >> 3] as number) & ~(0x80 >> (bit & 7));
-  }
-  return `${bytes.toString('hex')}/${prefix}`;
-}
-
-function ipv4Key(address: string): string {
-  const bytes = Buffer.alloc(4);
-  bytes.writeUInt32BE(ipv4ToNumber(address));
-  return bytes.toString('latin1');
+  return `${Buffer.from(clearHostBits(addressBytes(address), prefix)).toString('hex')}/${prefix}`;
 }

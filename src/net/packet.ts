@@ -120,6 +120,24 @@ export function numberToIpv4(n: number): string {
   return `${n >>> 24}.${(n >>> 16) & 0xff}.${(n >>> 8) & 0xff}.${n & 0xff}`;
 }
 
+/** The address bytes of an IPv4 (4) or IPv6 (16) address. Throws FACADE_ERR_ADDRESS_INVALID. */
+export function addressBytes(text: string): Buffer {
+  if (isIPv4(text)) {
+    const bytes = Buffer.alloc(4);
+    bytes.writeUInt32BE(ipv4ToNumber(text));
+    return bytes;
+  }
+  return Buffer.from(ipv6ToBytes(text));
+}
+
+/** Zeroes every bit past `prefix`, in place: the network address of `bytes/prefix`. */
+export function clearHostBits(bytes: Uint8Array, prefix: number): Uint8Array {
+  for (let bit = prefix; bit < bytes.length * 8; bit++) {
+    bytes[bit >>> 3] = (bytes[bit >>> 3] as number) & ~(0x80 >>> (bit & 7));
+  }
+  return bytes;
+}
+
 /** 'fd00::1' -> the 16 address bytes as a latin1 string (the key ipv6SourceKey() returns). */
 export function ipv6ToKey(text: string): string {
   return Buffer.from(ipv6ToBytes(text)).toString('latin1');

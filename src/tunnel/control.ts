@@ -9,7 +9,7 @@
 import { isIPv6 } from 'node:net';
 import { facadeError, isFacadeError } from '../errors.js';
 import { DEFAULT_KEEPALIVE_MS, DEFAULT_TUNNEL_MTU, MIN_TUNNEL_MTU } from '../limits.js';
-import { ipv4ToNumber, ipv6ToKey, keyToIpv6, numberToIpv4 } from '../net/packet.js';
+import { clearHostBits, ipv4ToNumber, ipv6ToKey, keyToIpv6, numberToIpv4 } from '../net/packet.js';
 import { FRAME_HEADER_SIZE, FrameType, MAX_FRAME_LENGTH, writeFrameHeader } from './frame.js';
 
 export const ControlType = {
@@ -466,10 +466,8 @@ function checkTextLength(bytes: number): void {
 
 /** `ip route` refuses a route whose address has bits set past the prefix; so do we, at the source. */
 function checkHostBitsZero(bytes: Buffer, prefix: number, text: string): void {
-  for (let bit = prefix; bit < bytes.length * 8; bit++) {
-    if ((bytes[bit >>> 3]! & (0x80 >>> (bit & 7))) !== 0) {
-      throw invalid(`route ${text}/${prefix} has host bits set (use the network address)`);
-    }
+  if (!bytes.equals(clearHostBits(Buffer.from(bytes), prefix))) {
+    throw invalid(`route ${text}/${prefix} has host bits set (use the network address)`);
   }
 }
 

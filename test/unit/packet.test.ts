@@ -2,7 +2,9 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { isFacadeError } from '../../src/errors.js';
 import {
+  addressBytes,
   checkPacket,
+  clearHostBits,
   internetChecksum,
   ipVersion,
   ipv4Destination,
@@ -187,4 +189,17 @@ test('the test ICMP responder builds valid echo replies', () => {
 
   // Not an echo request: no reply.
   assert.equal(echoReply(ipv4Packet('198.18.0.1', '198.18.0.2', 8), 0, 28), null);
+});
+
+test('addressBytes and clearHostBits give the network address of a prefix', () => {
+  assert.deepEqual([...addressBytes('198.18.7.200')], [198, 18, 7, 200]);
+  assert.equal(addressBytes('fd00::1').length, 16);
+  assert.deepEqual([...clearHostBits(addressBytes('198.18.7.200'), 24)], [198, 18, 7, 0]);
+  assert.deepEqual([...clearHostBits(addressBytes('198.19.255.255'), 15)], [198, 18, 0, 0]);
+  assert.deepEqual([...clearHostBits(addressBytes('198.18.7.200'), 32)], [198, 18, 7, 200]);
+  assert.equal(
+    keyToIpv6(Buffer.from(clearHostBits(addressBytes('fd00:8::1:2'), 64)).toString('latin1')),
+    'fd00:8::',
+  );
+  assert.throws(() => addressBytes('not-an-address'), { code: 'FACADE_ERR_ADDRESS_INVALID' });
 });
