@@ -6,14 +6,14 @@
 //         and the allocating encodeFrame() used for control frames.
 // Figures are throughput on this machine, for comparing changes; nothing here asserts a speed.
 
-import { FrameDecoder, type FrameSink } from '../src/tunnel/decoder.js';
+import { FrameDecoder, type FrameSink } from '../src/protocol/decoder.js';
 import {
   encodeFrame,
   FRAME_HEADER_SIZE,
   FrameType,
   type OffloadHeader,
   writeFrameHeader,
-} from '../src/tunnel/frame.js';
+} from '../src/protocol/frame.js';
 
 const PACKET_SIZE = 1400;
 const CHUNK_SIZE = 16 * 1024;

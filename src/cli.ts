@@ -7,14 +7,14 @@ import { existsSync, readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { TunnelClient } from './client/client.js';
+import { runUserCommand } from './commands/user.js';
 import { type FlagSpec, loadSettings, renderFlagHelp } from './config/load.js';
 import { validateClientConfig, validateServerConfig } from './config/schema.js';
-import { FacadeError } from './errors.js';
-import { createLogger, type Logger } from './log.js';
+import { FacadeError } from './core/errors.js';
+import { createLogger, type Logger } from './core/log.js';
 import { TunDevice } from './net/tun.js';
 import { startServer } from './server/server.js';
-import { runUserCommand } from './server/user-command.js';
-import { UsersFile } from './server/users.js';
+import { UsersFile } from './users/users-file.js';
 
 const HELP = `facade — a VPN whose server is an ordinary HTTPS website
 

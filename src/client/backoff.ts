@@ -1,7 +1,7 @@
 // Reconnect delays: exponential with a ceiling and random jitter, so a fleet of clients that lost the same
 // server does not come back in lockstep.
 
-import { RECONNECT_INITIAL_MS, RECONNECT_JITTER, RECONNECT_MAX_MS } from '../limits.js';
+import { RECONNECT_INITIAL_MS, RECONNECT_JITTER, RECONNECT_MAX_MS } from '../core/limits.js';
 
 export class Backoff {
   private attempt = 0;

@@ -6,18 +6,18 @@
 
 import { readFileSync } from 'node:fs';
 import type { ClientConfig } from '../config/schema.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../core/log.js';
 import type { PacketBatch, TunLike } from '../net/tun.js';
 import {
   type ConfigMessage,
   type ControlMessage,
   DisconnectReason,
   describeReason,
-} from '../tunnel/control.js';
-import { deriveClientKey, passwordFromText } from '../tunnel/credentials.js';
-import type { OffloadHeader } from '../tunnel/frame.js';
-import { Session, type SessionCloseReason, type SessionSink } from '../tunnel/session.js';
-import { TunWriteBatch } from '../tunnel/tun-write-batch.js';
+} from '../protocol/control.js';
+import { deriveClientKey, passwordFromText } from '../protocol/credentials.js';
+import type { OffloadHeader } from '../protocol/frame.js';
+import { Session, type SessionCloseReason, type SessionSink } from '../session/session.js';
+import { TunWriteBatch } from '../session/tun-write-batch.js';
 import { Backoff } from './backoff.js';
 import { connectTunnel, PermanentConnectError } from './connect.js';
 import { ClientNetwork } from './routes.js';

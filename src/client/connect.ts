@@ -6,11 +6,11 @@ import { readFileSync } from 'node:fs';
 import { connect as netConnect, type Socket } from 'node:net';
 import { checkServerIdentity, rootCertificates, type TLSSocket, connect as tlsConnect } from 'node:tls';
 import type { ClientConfig } from '../config/schema.js';
-import { facadeError } from '../errors.js';
-import { HANDSHAKE_TIMEOUT_MS, MAX_REQUEST_HEAD_BYTES } from '../limits.js';
-import { findHeadEnd } from '../server/request-head.js';
-import { certificateFingerprint } from '../server/self-signed.js';
-import { encodeAuthorization } from '../tunnel/credentials.js';
+import { facadeError } from '../core/errors.js';
+import { HANDSHAKE_TIMEOUT_MS, MAX_REQUEST_HEAD_BYTES } from '../core/limits.js';
+import { encodeAuthorization } from '../protocol/credentials.js';
+import { findHeadEnd } from '../protocol/http-head.js';
+import { derFingerprint } from '../protocol/pin.js';
 
 export interface TunnelConnection {
   readonly socket: Socket;
@@ -96,7 +96,7 @@ function openTls(
       socket.removeListener('error', reject);
       socket.setTimeout(0);
       if (pin !== undefined) {
-        const actual = certificateFingerprint(socket.getPeerCertificate().raw);
+        const actual = derFingerprint(socket.getPeerCertificate().raw);
         if (actual !== pin) {
           socket.destroy();
           reject(new PermanentConnectError(facadeError('PIN_MISMATCH', [actual, pin]).message));

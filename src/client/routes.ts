@@ -6,8 +6,8 @@
 import { execFile } from 'node:child_process';
 import { isIP } from 'node:net';
 import { promisify } from 'node:util';
-import { TUN_TX_QUEUE_PACKETS } from '../limits.js';
-import type { Logger } from '../log.js';
+import { TUN_TX_QUEUE_PACKETS } from '../core/limits.js';
+import type { Logger } from '../core/log.js';
 import {
   addAddress,
   addRoute,
@@ -18,7 +18,7 @@ import {
   setTxQueueLength,
 } from '../net/ifconfig.js';
 import { addressBytes, clearHostBits } from '../net/packet.js';
-import type { ConfigMessage } from '../tunnel/control.js';
+import type { ConfigMessage } from '../protocol/control.js';
 
 const run = promisify(execFile);
 

@@ -2,7 +2,7 @@
 
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { facadeError } from '../errors.js';
+import { facadeError } from '../core/errors.js';
 import type { RawSettings } from './schema.js';
 
 export interface FlagSpec {

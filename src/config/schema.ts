@@ -2,10 +2,10 @@
 // A setting comes from a flag (--tunnel-path) or from the config file (tunnelPath); flags win.
 
 import { isIP } from 'node:net';
-import { facadeError } from '../errors.js';
-import { DEFAULT_KEEPALIVE_MS, DEFAULT_TUNNEL_MTU, MIN_TUNNEL_MTU } from '../limits.js';
+import { facadeError } from '../core/errors.js';
+import { DEFAULT_KEEPALIVE_MS, DEFAULT_TUNNEL_MTU, MIN_TUNNEL_MTU } from '../core/limits.js';
 import { parseCidr } from '../net/packet.js';
-import { parsePin } from '../server/self-signed.js';
+import { parsePin } from '../protocol/pin.js';
 
 export interface ListenAddress {
   readonly host: string;

@@ -10,7 +10,7 @@
 // command. Every function accepts {netns} to run `ip -n NS ...` inside a named network namespace.
 
 import { execFile } from 'node:child_process';
-import { facadeError } from '../errors.js';
+import { facadeError } from '../core/errors.js';
 import { parseCidr } from './packet.js';
 
 /** A configuration command that has not finished in this time is stuck (a hung netlink socket). */

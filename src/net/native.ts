@@ -2,7 +2,7 @@
 // code that never opens a TUN (the CLI's --help, unit tests) runs without a compiled addon.
 
 import { createRequire } from 'node:module';
-import { facadeError } from '../errors.js';
+import { facadeError } from '../core/errors.js';
 
 /** Thrown by the addon for a failed system call: the shape of Node's own system errors. */
 export interface NativeSystemError extends Error {

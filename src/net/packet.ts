@@ -8,7 +8,7 @@
 // subarray view per packet.
 
 import { isIPv4, isIPv6 } from 'node:net';
-import { facadeError } from '../errors.js';
+import { facadeError } from '../core/errors.js';
 
 /** Minimal IPv4 header (IHL 5). */
 export const IPV4_HEADER_MIN = 20;

@@ -13,8 +13,8 @@
 // last queue closes, discarding queued packets. Packets handed to writePackets() before close() are
 // already in the kernel. close() is idempotent; other methods throw FACADE_ERR_TUN_CLOSED after it.
 
-import { facadeError } from '../errors.js';
-import { MAX_PACKET_SIZE, TUN_BATCH_BYTES, TUN_BATCH_PACKETS } from '../limits.js';
+import { facadeError } from '../core/errors.js';
+import { MAX_PACKET_SIZE, TUN_BATCH_BYTES, TUN_BATCH_PACKETS } from '../core/limits.js';
 import { isNativeSystemError, type NativeReader, type NativeSystemError, nativeTun } from './native.js';
 
 /** Interface names are at most IFNAMSIZ - 1 bytes; the kernel also refuses "/", ":" and whitespace. */

@@ -14,8 +14,8 @@ import { Agent, createServer, request, type Server } from 'node:https';
 import { createInterface } from 'node:readline';
 import type { TLSSocket } from 'node:tls';
 import { pino } from 'pino';
-import { CertificateManager } from '../../src/server/acme.js';
-import { ChallengeStore, type HttpListener, startHttpListener } from '../../src/server/http-listener.js';
+import { CertificateManager } from '../../src/certs/acme.js';
+import { ChallengeStore, type HttpListener, startHttpListener } from '../../src/front/http-listener.js';
 
 export interface AcmeChildConfig {
   domain: string;

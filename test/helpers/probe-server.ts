@@ -7,13 +7,13 @@ import type { AddressInfo, Server as NetServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
-import { createLogger } from '../../src/log.js';
-import { type FrontDoorOptions, installFrontDoor } from '../../src/server/front-door.js';
-import { loadOrCreateSelfSigned } from '../../src/server/self-signed.js';
-import { createSiteApp, SITE_DEFAULT_DIR } from '../../src/server/site.js';
-import type { TunnelServer } from '../../src/server/tunnel-server.js';
-import { createTunnelAcceptor, type TunnelIdentity } from '../../src/server/upgrade.js';
-import { UsersFile } from '../../src/server/users.js';
+import { loadOrCreateSelfSigned } from '../../src/certs/self-signed.js';
+import { createLogger } from '../../src/core/log.js';
+import type { TunnelServer } from '../../src/engine/engine.js';
+import { createTunnelAcceptor, type TunnelIdentity } from '../../src/front/acceptor.js';
+import { type FrontDoorOptions, installFrontDoor } from '../../src/front/front-door.js';
+import { createSiteApp, SITE_DEFAULT_DIR } from '../../src/front/site.js';
+import { UsersFile } from '../../src/users/users-file.js';
 
 type Authenticate = FrontDoorOptions<TunnelIdentity>['authenticate'];
 

@@ -1,8 +1,8 @@
 // A throwaway TLS certificate for tests, made by the project's own self-signed code (no openssl binary): the
 // PEM text for servers started in-process, and the files on disk for child processes such as pebble or curl.
 
-import { certificatePaths } from '../../src/server/cert-store.js';
-import { loadOrCreateSelfSigned, SELF_SIGNED_NAME } from '../../src/server/self-signed.js';
+import { certificatePaths } from '../../src/certs/cert-store.js';
+import { loadOrCreateSelfSigned, SELF_SIGNED_NAME } from '../../src/certs/self-signed.js';
 
 export interface TestCertificate {
   readonly cert: string;

@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { type TestContext, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { isFacadeError } from '../../src/errors.js';
+import { isFacadeError } from '../../src/core/errors.js';
 import {
   addAddress,
   addRoute,

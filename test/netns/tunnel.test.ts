@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { deriveClientKey, encodeAuthorization } from '../../src/tunnel/credentials.js';
+import { deriveClientKey, encodeAuthorization } from '../../src/protocol/credentials.js';
 import { CLI, type FacadeProcess, field, startFacade, waitForStatus } from '../helpers/facade.js';
 import { createVethPair, Netns, netnsSkipReason, uniqueName } from '../helpers/netns.js';
 

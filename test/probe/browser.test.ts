@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { chromium } from 'playwright-core';
-import { createSiteApp, SITE_DEFAULT_DIR } from '../../src/server/site.js';
+import { createSiteApp, SITE_DEFAULT_DIR } from '../../src/front/site.js';
 import { makeTestCertificate } from '../helpers/tls-fixture.js';
 
 const CHROMIUM = '/usr/bin/chromium';

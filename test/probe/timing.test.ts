@@ -12,9 +12,9 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, type TestContext, test } from 'node:test';
 import tls from 'node:tls';
-import type { FrontDoorOptions } from '../../src/server/front-door.js';
-import type { TunnelIdentity } from '../../src/server/upgrade.js';
-import { encodeAuthorization } from '../../src/tunnel/credentials.js';
+import type { TunnelIdentity } from '../../src/front/acceptor.js';
+import type { FrontDoorOptions } from '../../src/front/front-door.js';
+import { encodeAuthorization } from '../../src/protocol/credentials.js';
 import { type ProbeServer, startProbeServer } from '../helpers/probe-server.js';
 import { maskResponse } from '../helpers/raw-probe.js';
 

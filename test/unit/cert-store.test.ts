@@ -11,8 +11,8 @@ import {
   readCertificateValidity,
   saveCertificatePair,
   writeFileAtomic,
-} from '../../src/server/cert-store.js';
-import { loadOrCreateSelfSigned } from '../../src/server/self-signed.js';
+} from '../../src/certs/cert-store.js';
+import { loadOrCreateSelfSigned } from '../../src/certs/self-signed.js';
 
 let dir: string;
 let counter = 0;

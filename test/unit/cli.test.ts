@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { promisify } from 'node:util';
-import { UsersFile } from '../../src/server/users.js';
+import { UsersFile } from '../../src/users/users-file.js';
 import { CLI } from '../helpers/facade.js';
 import { makeTestCertificate } from '../helpers/tls-fixture.js';
 

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { facadeError, isFacadeError } from '../../src/errors.js';
-import { DEFAULT_KEEPALIVE_MS, DEFAULT_TUNNEL_MTU } from '../../src/limits.js';
+import { facadeError, isFacadeError } from '../../src/core/errors.js';
+import { DEFAULT_KEEPALIVE_MS, DEFAULT_TUNNEL_MTU } from '../../src/core/limits.js';
 import {
   type ConfigMessage,
   ConfigTag,
@@ -15,9 +15,9 @@ import {
   encodeControlFrame,
   MAX_DISCONNECT_TEXT_BYTES,
   reasonForError,
-} from '../../src/tunnel/control.js';
-import { FrameDecoder } from '../../src/tunnel/decoder.js';
-import { FrameType } from '../../src/tunnel/frame.js';
+} from '../../src/protocol/control.js';
+import { FrameDecoder } from '../../src/protocol/decoder.js';
+import { FrameType } from '../../src/protocol/frame.js';
 
 const fullConfig: ConfigMessage = {
   type: 'config',

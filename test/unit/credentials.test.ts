@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash, createHmac, scryptSync } from 'node:crypto';
 import { test } from 'node:test';
-import { isFacadeError } from '../../src/errors.js';
+import { isFacadeError } from '../../src/core/errors.js';
 import {
   computeStoredKey,
   deriveClientKey,
@@ -11,7 +11,7 @@ import {
   passwordFromText,
   validatePassword,
   validateUserName,
-} from '../../src/tunnel/credentials.js';
+} from '../../src/protocol/credentials.js';
 
 const key32 = Buffer.alloc(32, 0xa5);
 

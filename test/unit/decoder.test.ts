@@ -1,15 +1,15 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { type ErrorName, isFacadeError } from '../../src/errors.js';
-import { MAX_PACKET_SIZE } from '../../src/limits.js';
-import { FrameDecoder, type FrameSink, isFrameError } from '../../src/tunnel/decoder.js';
+import { type ErrorName, isFacadeError } from '../../src/core/errors.js';
+import { MAX_PACKET_SIZE } from '../../src/core/limits.js';
+import { FrameDecoder, type FrameSink, isFrameError } from '../../src/protocol/decoder.js';
 import {
   encodeFrame,
   encodeOffloadFrame,
   FrameType,
   GsoType,
   type OffloadHeader,
-} from '../../src/tunnel/frame.js';
+} from '../../src/protocol/frame.js';
 
 interface Received {
   kind: 'packet' | 'control';

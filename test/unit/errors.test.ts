@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { Errors, FacadeError, facadeError, isFacadeError } from '../../src/errors.js';
+import { Errors, FacadeError, facadeError, isFacadeError } from '../../src/core/errors.js';
 
 test('every error code is unique and carries the FACADE_ERR_ prefix', () => {
   const codes = Object.values(Errors).map((e) => e.code);

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { isFacadeError } from '../../src/errors.js';
-import { MAX_PACKET_SIZE } from '../../src/limits.js';
+import { isFacadeError } from '../../src/core/errors.js';
+import { MAX_PACKET_SIZE } from '../../src/core/limits.js';
 import {
   createOffloadHeader,
   encodeFrame,
@@ -19,7 +19,7 @@ import {
   readOffloadHeader,
   writeFrameHeader,
   writeOffloadHeader,
-} from '../../src/tunnel/frame.js';
+} from '../../src/protocol/frame.js';
 
 test('constants match the specification', () => {
   assert.equal(FRAME_HEADER_SIZE, 4);

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { isFacadeError } from '../../src/errors.js';
+import { isFacadeError } from '../../src/core/errors.js';
 import {
   addressBytes,
   checkPacket,

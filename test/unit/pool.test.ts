@@ -3,8 +3,8 @@ import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { isFacadeError } from '../../src/errors.js';
-import { LEASE_GRACE_MS } from '../../src/limits.js';
+import { isFacadeError } from '../../src/core/errors.js';
+import { LEASE_GRACE_MS } from '../../src/core/limits.js';
 import {
   AddressPool,
   bigIntToIpv6,
@@ -12,7 +12,7 @@ import {
   ipv6ToBigInt,
   MAX_POOL_ADDRESSES,
   numberToIpv4,
-} from '../../src/net/pool.js';
+} from '../../src/engine/pool.js';
 
 /** A clock the test moves by hand. */
 function fakeClock(start = 1_700_000_000_000) {

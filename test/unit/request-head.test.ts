@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { findHeadEnd, headerHasToken, parseRequestHead } from '../../src/server/request-head.js';
+import { findHeadEnd, headerHasToken, parseRequestHead } from '../../src/protocol/http-head.js';
 
 const parse = (text: string) => {
   const buffer = Buffer.from(text, 'latin1');

@@ -8,9 +8,9 @@ import { connect, createServer } from 'node:tls';
 import {
   certificateFingerprint,
   loadOrCreateSelfSigned,
-  parsePin,
   SELF_SIGNED_VALIDITY_DAYS,
-} from '../../src/server/self-signed.js';
+} from '../../src/certs/self-signed.js';
+import { parsePin } from '../../src/protocol/pin.js';
 
 let dir: string;
 let counter = 0;

@@ -5,13 +5,13 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { connect, createServer, type Socket } from 'node:net';
 import { test } from 'node:test';
-import { MAX_SESSION_BUFFERED_BYTES } from '../../src/limits.js';
-import { createLogger } from '../../src/log.js';
+import { MAX_SESSION_BUFFERED_BYTES } from '../../src/core/limits.js';
+import { createLogger } from '../../src/core/log.js';
 import { ipv4ToNumber, setIpv4HeaderChecksum } from '../../src/net/packet.js';
-import { DisconnectReason, decodeControl } from '../../src/tunnel/control.js';
-import { FrameDecoder } from '../../src/tunnel/decoder.js';
-import { encodeFrame, FrameType } from '../../src/tunnel/frame.js';
-import { Session, type SessionCloseReason, type SessionSink } from '../../src/tunnel/session.js';
+import { DisconnectReason, decodeControl } from '../../src/protocol/control.js';
+import { FrameDecoder } from '../../src/protocol/decoder.js';
+import { encodeFrame, FrameType } from '../../src/protocol/frame.js';
+import { Session, type SessionCloseReason, type SessionSink } from '../../src/session/session.js';
 
 const logger = createLogger({ level: 'silent' });
 

@@ -12,8 +12,8 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import zlib from 'node:zlib';
 import type { FastifyInstance } from 'fastify';
-import { isFacadeError } from '../../src/errors.js';
-import { createSiteApp, SITE_DEFAULT_DIR } from '../../src/server/site.js';
+import { isFacadeError } from '../../src/core/errors.js';
+import { createSiteApp, SITE_DEFAULT_DIR } from '../../src/front/site.js';
 import { makeTestCertificate } from '../helpers/tls-fixture.js';
 
 interface Answer {

@@ -4,9 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { after, before, test } from 'node:test';
-import { runUserCommand } from '../../src/server/user-command.js';
-import { UsersFile } from '../../src/server/users.js';
-import { deriveClientKey } from '../../src/tunnel/credentials.js';
+import { runUserCommand } from '../../src/commands/user.js';
+import { deriveClientKey } from '../../src/protocol/credentials.js';
+import { UsersFile } from '../../src/users/users-file.js';
 
 let dir: string;
 let counter = 0;

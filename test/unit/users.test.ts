@@ -5,9 +5,9 @@ import { syncBuiltinESMExports } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { isFacadeError } from '../../src/errors.js';
-import { UsersFile } from '../../src/server/users.js';
-import { computeStoredKey, deriveClientKey } from '../../src/tunnel/credentials.js';
+import { isFacadeError } from '../../src/core/errors.js';
+import { computeStoredKey, deriveClientKey } from '../../src/protocol/credentials.js';
+import { UsersFile } from '../../src/users/users-file.js';
 
 let dir: string;
 let counter = 0;

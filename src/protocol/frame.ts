@@ -13,7 +13,7 @@
 // DATA_OFFLOAD frame once the 4-byte header is written. (Do not reuse one small header buffer across
 // socket.write() calls: the socket keeps a reference until the bytes are flushed.)
 
-import { facadeError } from '../errors.js';
+import { facadeError } from '../core/errors.js';
 
 /** Version byte of every frame. A peer that sees another value ends the session (FRAME_VERSION). */
 export const PROTOCOL_VERSION = 1;

@@ -5,12 +5,12 @@
 // Refusals are logged in aggregate, once a second, off the path of the answer.
 
 import type { Socket } from 'node:net';
-import type { Logger } from '../log.js';
-import { parseAuthorization } from '../tunnel/credentials.js';
+import type { Logger } from '../core/log.js';
+import type { TunnelServer } from '../engine/engine.js';
+import { parseAuthorization } from '../protocol/credentials.js';
+import { headerHasToken, type RequestHead } from '../protocol/http-head.js';
+import type { UserRecord, UsersFile } from '../users/users-file.js';
 import type { FrontDoorOptions } from './front-door.js';
-import { headerHasToken, type RequestHead } from './request-head.js';
-import type { TunnelServer } from './tunnel-server.js';
-import type { UserRecord, UsersFile } from './users.js';
 
 /** The protocol token we answer with; the client's own token is accepted whatever it is. */
 export const UPGRADE_TOKEN = 'facade';

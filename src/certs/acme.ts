@@ -23,9 +23,10 @@ import { EventEmitter } from 'node:events';
 import { get as httpsGet } from 'node:https';
 import { join } from 'node:path';
 import { axios as acmeAxios, crypto as acmeCrypto, Client, directory, setLogger } from 'acme-client';
-import { facadeError, isFacadeError } from '../errors.js';
-import { CERT_RENEW_AT_FRACTION } from '../limits.js';
-import type { Logger } from '../log.js';
+import { facadeError, isFacadeError } from '../core/errors.js';
+import { CERT_RENEW_AT_FRACTION } from '../core/limits.js';
+import type { Logger } from '../core/log.js';
+import type { ChallengeStore } from '../front/http-listener.js';
 import {
   type CertificatePair,
   ensureStateDir,
@@ -35,7 +36,6 @@ import {
   saveCertificatePair,
   writeFileAtomic,
 } from './cert-store.js';
-import type { ChallengeStore } from './http-listener.js';
 
 export const LETS_ENCRYPT_PRODUCTION = directory.letsencrypt.production;
 export const LETS_ENCRYPT_STAGING = directory.letsencrypt.staging;

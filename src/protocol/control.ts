@@ -7,8 +7,8 @@
 // specification. Decoding is strict: anything malformed throws CONTROL_INVALID and the session ends.
 
 import { isIPv6 } from 'node:net';
-import { facadeError, isFacadeError } from '../errors.js';
-import { DEFAULT_KEEPALIVE_MS, DEFAULT_TUNNEL_MTU, MIN_TUNNEL_MTU } from '../limits.js';
+import { facadeError, isFacadeError } from '../core/errors.js';
+import { DEFAULT_KEEPALIVE_MS, DEFAULT_TUNNEL_MTU, MIN_TUNNEL_MTU } from '../core/limits.js';
 import { clearHostBits, ipv4ToNumber, ipv6ToKey, keyToIpv6, numberToIpv4 } from '../net/packet.js';
 import { FRAME_HEADER_SIZE, FrameType, MAX_FRAME_LENGTH, writeFrameHeader } from './frame.js';
 

@@ -10,8 +10,8 @@
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { chmod, mkdir, readFile, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { writeFileAtomic as writeFileAtomicRaw } from '../atomic-file.js';
-import { facadeError, isFacadeError } from '../errors.js';
+import { writeFileAtomic as writeFileAtomicRaw } from '../core/atomic-file.js';
+import { facadeError, isFacadeError } from '../core/errors.js';
 
 /** Only the server's own user may list or enter the state directory: it holds private keys. */
 export const STATE_DIR_MODE = 0o700;

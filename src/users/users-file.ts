@@ -13,8 +13,8 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { type FileHandle, open, stat } from 'node:fs/promises';
 import { isIPv4, isIPv6 } from 'node:net';
-import { PRIVATE_FILE_MODE, writeFileAtomic } from '../atomic-file.js';
-import { facadeError, isFacadeError } from '../errors.js';
+import { PRIVATE_FILE_MODE, writeFileAtomic } from '../core/atomic-file.js';
+import { facadeError, isFacadeError } from '../core/errors.js';
 import {
   CLIENT_KEY_LENGTH,
   computeStoredKey,
@@ -22,7 +22,7 @@ import {
   userNameProblem,
   validatePassword,
   validateUserName,
-} from '../tunnel/credentials.js';
+} from '../protocol/credentials.js';
 
 export const USERS_FILE_VERSION = 1;
 

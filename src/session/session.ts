@@ -10,9 +10,9 @@
 // reports to the sink exactly once.
 
 import type { Duplex } from 'node:stream';
-import { isFacadeError } from '../errors.js';
-import { DEAD_PEER_INTERVALS, MAX_PACKET_SIZE, MAX_SESSION_BUFFERED_BYTES } from '../limits.js';
-import type { Logger } from '../log.js';
+import { isFacadeError } from '../core/errors.js';
+import { DEAD_PEER_INTERVALS, MAX_PACKET_SIZE, MAX_SESSION_BUFFERED_BYTES } from '../core/limits.js';
+import type { Logger } from '../core/log.js';
 import { checkPacket, ipVersion, ipv4Source, ipv6SourceKey } from '../net/packet.js';
 import {
   type ControlMessage,
@@ -22,8 +22,8 @@ import {
   describeReason,
   echoClock,
   encodeControlFrame,
-} from './control.js';
-import { FrameDecoder, type FrameSink } from './decoder.js';
+} from '../protocol/control.js';
+import { FrameDecoder, type FrameSink } from '../protocol/decoder.js';
 import {
   FRAME_HEADER_SIZE,
   FrameType,
@@ -31,7 +31,7 @@ import {
   type OffloadHeader,
   writeFrameHeader,
   writeOffloadHeader,
-} from './frame.js';
+} from '../protocol/frame.js';
 
 /** Output slab size: frames are appended here and written in one piece; 256 KiB holds a full TUN batch. */
 const OUTPUT_SLAB_BYTES = 256 * 1024;

@@ -5,7 +5,7 @@
 
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Logger } from '../log.js';
+import type { Logger } from '../core/log.js';
 
 /** RFC 8555 8.3: the token is base64url; refusing anything else keeps odd paths out of the map lookup. */
 const TOKEN = /^[A-Za-z0-9_-]+$/;

@@ -2,7 +2,7 @@
 // IPv6 by its 16 raw bytes as a string key. It knows nothing of sockets or file descriptors, and holds no
 // global state: one router per engine (per worker, when sessions are spread over threads).
 
-import { ipVersion, ipv4Destination, ipv6DestinationKey } from './packet.js';
+import { ipVersion, ipv4Destination, ipv6DestinationKey } from '../net/packet.js';
 
 export class Router<T> {
   private readonly byIpv4 = new Map<number, T>();

@@ -12,8 +12,8 @@
 // fresh buffer the decoder never touches again). Headers that straddle go through a fixed scratch buffer, so
 // the steady state allocates nothing but the packet view itself.
 
-import { type FacadeError, facadeError, isFacadeError } from '../errors.js';
-import { MAX_PACKET_SIZE } from '../limits.js';
+import { type FacadeError, facadeError, isFacadeError } from '../core/errors.js';
+import { MAX_PACKET_SIZE } from '../core/limits.js';
 import {
   createOffloadHeader,
   FRAME_HEADER_SIZE,

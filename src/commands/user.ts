@@ -6,9 +6,9 @@
 
 import { isIPv4, isIPv6 } from 'node:net';
 import type { ReadStream } from 'node:tty';
-import { FacadeError, facadeError, isFacadeError } from '../errors.js';
-import { MAX_PASSWORD_BYTES, passwordFromText, userNameProblem } from '../tunnel/credentials.js';
-import { UsersFile } from './users.js';
+import { FacadeError, facadeError, isFacadeError } from '../core/errors.js';
+import { MAX_PASSWORD_BYTES, passwordFromText, userNameProblem } from '../protocol/credentials.js';
+import { UsersFile } from '../users/users-file.js';
 
 export interface CommandIo {
   stdin: NodeJS.ReadableStream;

@@ -13,7 +13,7 @@
 // TLS; it is derived from the user name, so the same password gives different keys for different users.
 
 import { createHash, createHmac, scrypt } from 'node:crypto';
-import { facadeError } from '../errors.js';
+import { facadeError } from '../core/errors.js';
 
 /**
  * scrypt cost parameters. N = 2^15, r = 8 needs 128 * N * r = 32 MiB and ~0.1-0.3 s of one core: costly

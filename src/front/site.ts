@@ -31,9 +31,9 @@ import Fastify, {
   type FastifyReply,
   type FastifyServerOptions,
 } from 'fastify';
-import { facadeError } from '../errors.js';
-import { HANDSHAKE_TIMEOUT_MS, MAX_REQUEST_HEAD_BYTES } from '../limits.js';
-import type { Logger } from '../log.js';
+import { facadeError } from '../core/errors.js';
+import { HANDSHAKE_TIMEOUT_MS, MAX_REQUEST_HEAD_BYTES } from '../core/limits.js';
+import type { Logger } from '../core/log.js';
 
 // --- timeouts: those of a stock nginx, so the decoy's connection behaviour is that of a common web server -----
 

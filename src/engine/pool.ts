@@ -20,10 +20,10 @@
 import { readFileSync, renameSync } from 'node:fs';
 import { isIPv4, isIPv6 } from 'node:net';
 import { dirname } from 'node:path';
-import { writeFileAtomic } from '../atomic-file.js';
-import { facadeError } from '../errors.js';
-import { LEASE_GRACE_MS } from '../limits.js';
-import { ipv6ToKey, keyToIpv6, numberToIpv4, ipv4ToNumber as packetIpv4ToNumber } from './packet.js';
+import { writeFileAtomic } from '../core/atomic-file.js';
+import { facadeError } from '../core/errors.js';
+import { LEASE_GRACE_MS } from '../core/limits.js';
+import { ipv6ToKey, keyToIpv6, numberToIpv4, ipv4ToNumber as packetIpv4ToNumber } from '../net/packet.js';
 
 /**
  * Hosts (server included) one pool leases from, per family. Bounds the allocator state to ~400 KiB per

@@ -3,14 +3,13 @@
 // across restarts. It is replaced only when it cannot serve any more: expired (or nearly), not covering
 // the names asked for, or unreadable. Each replacement changes the fingerprint, so the result says why.
 //
-// Fingerprint format: 'sha256:' + the SHA-256 of the leaf's DER encoding as 64 lower-case hex digits,
-// no colons. That is `openssl x509 -fingerprint -sha256` without the colons, lower-cased; parsePin()
-// also takes the colon-separated, upper-case form that openssl and browsers print.
+// The fingerprint format (what `--pin` takes) is defined in protocol/pin.ts.
 
-import { createHash, createPrivateKey, randomBytes, webcrypto, type X509Certificate } from 'node:crypto';
+import { createPrivateKey, randomBytes, webcrypto, type X509Certificate } from 'node:crypto';
 import { isIP } from 'node:net';
 import * as x509 from '@peculiar/x509';
-import { facadeError, isFacadeError } from '../errors.js';
+import { facadeError, isFacadeError } from '../core/errors.js';
+import { derFingerprint } from '../protocol/pin.js';
 import {
   type CertificatePair,
   loadCertificatePair,
@@ -163,38 +162,11 @@ async function createSelfSigned(names: readonly string[], now: number): Promise<
 }
 
 /**
- * 'sha256:' + lower-case hex of the SHA-256 of the leaf certificate's DER. Takes a PEM (chain: the first
- * certificate counts) or the DER bytes, e.g. `tlsSocket.getPeerCertificate().raw`.
+ * The pin of a certificate: takes a PEM (chain: the first certificate counts) or the leaf's DER bytes, e.g.
+ * `tlsSocket.getPeerCertificate().raw`. The format itself is the protocol's (protocol/pin.ts).
  */
 export function certificateFingerprint(certificate: string | Uint8Array): string {
-  const der = typeof certificate === 'string' ? parseLeafCertificate(certificate).raw : certificate;
-  return `sha256:${createHash('sha256').update(der).digest('hex')}`;
-}
-
-const PIN_PREFIX = 'sha256:';
-
-/**
- * The canonical form of a `--pin` value ('sha256:' + 64 lower-case hex digits). Accepts upper case and
- * colon-separated byte pairs (`SHA256:AB:CD:...`, as openssl prints it). FACADE_ERR_PIN_INVALID otherwise.
- */
-export function parsePin(text: string): string {
-  const trimmed = text.trim();
-  if (!trimmed.toLowerCase().startsWith(PIN_PREFIX)) {
-    const algorithm = trimmed.includes(':') ? trimmed.slice(0, trimmed.indexOf(':')) : '(none)';
-    throw facadeError('PIN_INVALID', [
-      text,
-      `unsupported hash algorithm ${algorithm}, only sha256 is accepted`,
-    ]);
-  }
-  let hex = trimmed.slice(PIN_PREFIX.length);
-  if (hex.includes(':')) {
-    if (!/^[0-9a-f]{2}(:[0-9a-f]{2})*$/i.test(hex)) {
-      throw facadeError('PIN_INVALID', [text, 'colons must separate pairs of hex digits']);
-    }
-    hex = hex.replaceAll(':', '');
-  }
-  if (!/^[0-9a-f]*$/i.test(hex))
-    throw facadeError('PIN_INVALID', [text, 'it contains characters that are not hex digits']);
-  if (hex.length !== 64) throw facadeError('PIN_INVALID', [text, `it has ${hex.length} hex digits, not 64`]);
-  return `${PIN_PREFIX}${hex.toLowerCase()}`;
+  return derFingerprint(
+    typeof certificate === 'string' ? parseLeafCertificate(certificate).raw : certificate,
+  );
 }

@@ -10,16 +10,16 @@
 // TUN queue (IFF_MULTI_QUEUE), is a matter of construction, not of rewriting.
 
 import type { Socket } from 'node:net';
-import { isFacadeError } from '../errors.js';
-import type { Logger } from '../log.js';
+import { isFacadeError } from '../core/errors.js';
+import type { Logger } from '../core/log.js';
 import { ipv4ToNumber, ipv6ToKey, parseCidr } from '../net/packet.js';
-import type { AddressPool, Lease } from '../net/pool.js';
-import { Router } from '../net/router.js';
 import type { PacketBatch, TunLike } from '../net/tun.js';
-import { type ControlMessage, DisconnectReason, describeReason, type Route } from '../tunnel/control.js';
-import { OFFLOAD_HEADER_SIZE, type OffloadHeader } from '../tunnel/frame.js';
-import { Session, type SessionCloseReason, type SessionSink } from '../tunnel/session.js';
-import { TunWriteBatch } from '../tunnel/tun-write-batch.js';
+import { type ControlMessage, DisconnectReason, describeReason, type Route } from '../protocol/control.js';
+import { OFFLOAD_HEADER_SIZE, type OffloadHeader } from '../protocol/frame.js';
+import { Session, type SessionCloseReason, type SessionSink } from '../session/session.js';
+import { TunWriteBatch } from '../session/tun-write-batch.js';
+import type { AddressPool, Lease } from './pool.js';
+import { Router } from './router.js';
 
 export interface TunnelServerOptions {
   readonly tun: TunLike;

@@ -5,9 +5,9 @@
 // (the peer's offload header for DATA_OFFLOAD frames, zeros for plain DATA). The slab is reused as soon as
 // the write returns: TUN writes are synchronous, so nothing keeps a view past flush().
 
-import { MAX_PACKET_SIZE } from '../limits.js';
+import { MAX_PACKET_SIZE } from '../core/limits.js';
 import type { TunLike } from '../net/tun.js';
-import { OFFLOAD_HEADER_SIZE, type OffloadHeader, writeOffloadHeader } from './frame.js';
+import { OFFLOAD_HEADER_SIZE, type OffloadHeader, writeOffloadHeader } from '../protocol/frame.js';
 
 /** Staging slab: a socket chunk (64 KiB at most) plus one straddling frame fits with room to spare. */
 const STAGING_BYTES = 4 * (MAX_PACKET_SIZE + OFFLOAD_HEADER_SIZE);

@@ -17,8 +17,8 @@
 // except the 101 for an accepted tunnel: that is what makes the tunnel path invisible.
 
 import type { Server as NetServer, Socket } from 'node:net';
-import { MAX_REQUEST_HEAD_BYTES } from '../limits.js';
-import { findHeadEnd, parseRequestHead, type RequestHead } from './request-head.js';
+import { MAX_REQUEST_HEAD_BYTES } from '../core/limits.js';
+import { findHeadEnd, parseRequestHead, type RequestHead } from '../protocol/http-head.js';
 
 /**
  * How long a connection that has sent nothing yet may wait for its first bytes before it is handed to the
