@@ -26,7 +26,6 @@ import { axios as acmeAxios, crypto as acmeCrypto, Client, directory, setLogger 
 import { facadeError, isFacadeError } from '../core/errors.js';
 import { CERT_RENEW_AT_FRACTION } from '../core/limits.js';
 import type { Logger } from '../core/log.js';
-import type { ChallengeStore } from '../front/http-listener.js';
 import {
   type CertificatePair,
   ensureStateDir,
@@ -36,6 +35,7 @@ import {
   saveCertificatePair,
   writeFileAtomic,
 } from './cert-store.js';
+import type { ChallengeStore } from './challenges.js';
 
 export const LETS_ENCRYPT_PRODUCTION = directory.letsencrypt.production;
 export const LETS_ENCRYPT_STAGING = directory.letsencrypt.staging;

@@ -123,6 +123,12 @@ export class TunnelClient implements SessionSink {
     }
   };
 
+  /** The TUN failed under us (deleted): nothing can pass any more, so the client stops with the error. */
+  private readonly onTunError = (err: unknown): void => {
+    if (this.stopped) return;
+    void this.giveUp(err instanceof Error ? err : new Error(String(err)));
+  };
+
   // --- server → TUN (SessionSink) --------------------------------------------------------------------
 
   onPacket(_session: Session, packet: Buffer, offload: OffloadHeader | null): void {
@@ -155,8 +161,9 @@ export class TunnelClient implements SessionSink {
     }
     if (this.tun === undefined) {
       this.tun = this.openTun({ vnetHdr: config.offload });
+      this.tun.onError(this.onTunError);
       this.tun.onBatch(this.onTunBatch);
-      this.toTun = new TunWriteBatch(this.tun, this.tun.vnetHdr);
+      this.toTun = new TunWriteBatch(this.tun, this.tun.vnetHdr, this.onTunError);
       this.network = new ClientNetwork(this.tun.name, this.logger);
     }
     const routes = await (this.network as ClientNetwork).apply(config, {

@@ -9,6 +9,7 @@ import type { ClientConfig } from '../config/schema.js';
 import { facadeError } from '../core/errors.js';
 import { HANDSHAKE_TIMEOUT_MS, MAX_REQUEST_HEAD_BYTES } from '../core/limits.js';
 import { encodeAuthorization } from '../protocol/credentials.js';
+import { responseStatus, upgradeRequest } from '../protocol/handshake.js';
 import { findHeadEnd } from '../protocol/http-head.js';
 import { derFingerprint } from '../protocol/pin.js';
 
@@ -32,15 +33,14 @@ export async function connectTunnel(config: ClientConfig, clientKey: Buffer): Pr
     ? await openPlain(address, port)
     : await openTls(config, address, port, host);
   try {
-    const request =
-      `GET ${url.pathname}${url.search} HTTP/1.1\r\n` +
-      `Host: ${url.host}\r\n` +
-      'Connection: Upgrade\r\n' +
-      'Upgrade: facade\r\n' +
-      `Authorization: ${encodeAuthorization(config.user, clientKey)}\r\n` +
-      (config.offload ? 'Facade-Capabilities: offload\r\n' : '') +
-      '\r\n';
-    socket.write(request);
+    socket.write(
+      upgradeRequest({
+        target: `${url.pathname}${url.search}`,
+        host: url.host,
+        authorization: encodeAuthorization(config.user, clientKey),
+        capabilities: { offload: config.offload },
+      }),
+    );
     const { status, rest } = await readResponseHead(socket);
     if (status !== 101) {
       throw new PermanentConnectError(
@@ -135,9 +135,7 @@ function readResponseHead(socket: Socket): Promise<{ status: number; rest: Buffe
       }
       cleanup();
       socket.pause();
-      const statusLine = buffered.toString('latin1', 0, buffered.indexOf('\r\n'));
-      const match = /^HTTP\/1\.[01] (\d{3})/.exec(statusLine);
-      resolve({ status: match === null ? 0 : Number(match[1]), rest: buffered.subarray(end) });
+      resolve({ status: responseStatus(buffered), rest: buffered.subarray(end) });
     };
     socket.on('data', onData);
     socket.once('error', fail);

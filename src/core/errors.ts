@@ -25,81 +25,127 @@ export class FacadeError extends Error {
   }
 }
 
+/**
+ * What an error does where it surfaces; every code has exactly one, so the data path and the commands
+ * act on the table instead of guessing:
+ * - exit: the command stops and `facade` exits with `exitCode` (2: fix the command line or config; 1:
+ *   the machine or a peer failed it). A start-up failure has closed everything it opened by then.
+ * - disconnect: the one session it arose in ends with DISCONNECT `reason` (a DisconnectReason name in
+ *   protocol/control.ts). PROTOCOL_ERROR blames the peer; INTERNAL is our own failure.
+ * - drop: the packet in hand is dropped and counted; nothing else changes.
+ */
+export type Consequence =
+  | { readonly kind: 'exit'; readonly exitCode: number }
+  | { readonly kind: 'disconnect'; readonly reason: 'PROTOCOL_ERROR' | 'INTERNAL' | 'POOL_EXHAUSTED' }
+  | { readonly kind: 'drop' };
+
+/** Exit codes: the user can fix it in the command or config (2), or something failed at run time (1). */
+export const EXIT_USAGE = 2;
+export const EXIT_FAILURE = 1;
+
+const EXIT_USAGE_C: Consequence = { kind: 'exit', exitCode: EXIT_USAGE };
+const EXIT_FAILURE_C: Consequence = { kind: 'exit', exitCode: EXIT_FAILURE };
+const PEER_BROKE_PROTOCOL: Consequence = { kind: 'disconnect', reason: 'PROTOCOL_ERROR' };
+const DROP: Consequence = { kind: 'drop' };
+
 interface ErrorSpec {
   readonly code: string;
   readonly message: string;
+  readonly consequence: Consequence;
 }
 
-function define(code: string, message: string): ErrorSpec {
-  return { code, message };
+function define(code: string, message: string, consequence: Consequence): ErrorSpec {
+  return { code, message, consequence };
 }
 
 export const Errors = {
   // --- config ---------------------------------------------------------------------------------
-  CONFIG_INVALID: define('FACADE_ERR_CONFIG_INVALID', 'config key "%s": %s'),
-  CONFIG_READ: define('FACADE_ERR_CONFIG_READ', 'cannot read config file %s: %s'),
-  CONFIG_PARSE: define('FACADE_ERR_CONFIG_PARSE', 'config file %s is not valid JSON: %s'),
-  CLI_USAGE: define('FACADE_ERR_CLI_USAGE', '%s (see `facade %s --help`)'),
+  CONFIG_INVALID: define('FACADE_ERR_CONFIG_INVALID', 'config key "%s": %s', EXIT_USAGE_C),
+  CONFIG_READ: define('FACADE_ERR_CONFIG_READ', 'cannot read config file %s: %s', EXIT_USAGE_C),
+  CONFIG_PARSE: define('FACADE_ERR_CONFIG_PARSE', 'config file %s is not valid JSON: %s', EXIT_USAGE_C),
+  CLI_USAGE: define('FACADE_ERR_CLI_USAGE', '%s (see `facade %s --help`)', EXIT_USAGE_C),
 
   // --- TUN device and interface configuration (src/net) ---------------------------------------
-  TUN_OPEN: define('FACADE_ERR_TUN_OPEN', 'cannot open TUN device "%s": %s'),
-  TUN_CLOSED: define('FACADE_ERR_TUN_CLOSED', 'TUN device "%s" is closed'),
-  TUN_IO: define('FACADE_ERR_TUN_IO', 'TUN device "%s": %s failed: %s'),
+  TUN_OPEN: define('FACADE_ERR_TUN_OPEN', 'cannot open TUN device "%s": %s', EXIT_FAILURE_C),
+  TUN_CLOSED: define('FACADE_ERR_TUN_CLOSED', 'TUN device "%s" is closed', DROP),
+  /** The device failed under a running engine (deleted, its namespace gone): nothing can pass any more. */
+  TUN_IO: define('FACADE_ERR_TUN_IO', 'TUN device "%s": %s failed: %s', EXIT_FAILURE_C),
   TUN_ADDON: define(
     'FACADE_ERR_TUN_ADDON',
     'the native TUN addon could not be loaded (%s): run `npm ci` to build it',
+    EXIT_FAILURE_C,
   ),
-  IFCONFIG: define('FACADE_ERR_IFCONFIG', 'configuring interface "%s" failed: `%s` said: %s'),
-  PACKET_INVALID: define('FACADE_ERR_PACKET_INVALID', 'malformed IP packet: %s'),
-  ADDRESS_INVALID: define('FACADE_ERR_ADDRESS_INVALID', 'invalid IP address or prefix "%s": %s'),
+  IFCONFIG: define('FACADE_ERR_IFCONFIG', 'configuring interface "%s" failed: `%s` said: %s', EXIT_FAILURE_C),
+  ADDRESS_INVALID: define(
+    'FACADE_ERR_ADDRESS_INVALID',
+    'invalid IP address or prefix "%s": %s',
+    EXIT_USAGE_C,
+  ),
 
-  // --- framing and protocol (src/tunnel) ------------------------------------------------------
-  FRAME_VERSION: define('FACADE_ERR_FRAME_VERSION', 'unsupported protocol version %s (this build speaks %s)'),
-  FRAME_TYPE: define('FACADE_ERR_FRAME_TYPE', 'unknown frame type %s'),
+  // --- framing and protocol (src/protocol): the peer broke the protocol -----------------------
+  FRAME_VERSION: define(
+    'FACADE_ERR_FRAME_VERSION',
+    'unsupported protocol version %s (this build speaks %s)',
+    PEER_BROKE_PROTOCOL,
+  ),
+  FRAME_TYPE: define('FACADE_ERR_FRAME_TYPE', 'unknown frame type %s', PEER_BROKE_PROTOCOL),
   FRAME_TOO_LARGE: define(
     'FACADE_ERR_FRAME_TOO_LARGE',
     'frame payload of %s bytes exceeds the limit of %s bytes',
+    PEER_BROKE_PROTOCOL,
   ),
-  FRAME_INVALID: define('FACADE_ERR_FRAME_INVALID', 'malformed frame: %s'),
-  CONTROL_INVALID: define('FACADE_ERR_CONTROL_INVALID', 'malformed control message: %s'),
+  FRAME_INVALID: define('FACADE_ERR_FRAME_INVALID', 'malformed frame: %s', PEER_BROKE_PROTOCOL),
+  CONTROL_INVALID: define('FACADE_ERR_CONTROL_INVALID', 'malformed control message: %s', PEER_BROKE_PROTOCOL),
   FRAME_OFFLOAD: define(
     'FACADE_ERR_FRAME_OFFLOAD',
     'DATA_OFFLOAD frame of %s bytes, but offload was not negotiated for this session (check the Facade-Capabilities request header and the CONFIG offload field)',
+    PEER_BROKE_PROTOCOL,
   ),
 
   // --- sessions, pool, routing ------------------------------------------------------------------
-  POOL_EXHAUSTED: define('FACADE_ERR_POOL_EXHAUSTED', 'address pool %s is exhausted (%s addresses in use)'),
-  POOL_INVALID: define('FACADE_ERR_POOL_INVALID', 'address pool "%s": %s'),
-  SESSION_TIMEOUT: define('FACADE_ERR_SESSION_TIMEOUT', 'peer sent nothing for %s ms (dead-peer detection)'),
+  POOL_EXHAUSTED: define('FACADE_ERR_POOL_EXHAUSTED', 'address pool %s is exhausted (%s addresses in use)', {
+    kind: 'disconnect',
+    reason: 'POOL_EXHAUSTED',
+  }),
+  POOL_INVALID: define('FACADE_ERR_POOL_INVALID', 'address pool "%s": %s', EXIT_USAGE_C),
 
-  // --- server: auth, users, upgrade ------------------------------------------------------------
-  AUTH_REJECTED: define('FACADE_ERR_AUTH_REJECTED', 'authentication rejected for user "%s"'),
-  USERS_FILE: define('FACADE_ERR_USERS_FILE', 'users file %s: %s'),
-  USER_EXISTS: define('FACADE_ERR_USER_EXISTS', 'user "%s" already exists in %s'),
-  USER_UNKNOWN: define('FACADE_ERR_USER_UNKNOWN', 'no user "%s" in %s'),
-  USER_NAME: define('FACADE_ERR_USER_NAME', 'user name "%s" is not allowed: %s'),
-  SITE_DIR: define('FACADE_ERR_SITE_DIR', 'site folder %s cannot be served: %s (check --site)'),
+  // --- server: users, site ---------------------------------------------------------------------
+  USERS_FILE: define('FACADE_ERR_USERS_FILE', 'users file %s: %s', EXIT_FAILURE_C),
+  USER_EXISTS: define('FACADE_ERR_USER_EXISTS', 'user "%s" already exists in %s', EXIT_USAGE_C),
+  USER_UNKNOWN: define('FACADE_ERR_USER_UNKNOWN', 'no user "%s" in %s', EXIT_USAGE_C),
+  USER_NAME: define('FACADE_ERR_USER_NAME', 'user name "%s" is not allowed: %s', EXIT_USAGE_C),
+  USER_PASSWORD: define(
+    'FACADE_ERR_USER_PASSWORD',
+    'password for user "%s" is not allowed: %s',
+    EXIT_USAGE_C,
+  ),
+  SITE_DIR: define('FACADE_ERR_SITE_DIR', 'site folder %s cannot be served: %s (check --site)', EXIT_USAGE_C),
   SITE_UPSTREAM: define(
     'FACADE_ERR_SITE_UPSTREAM',
     'upstream "%s" is not usable: %s (expected http://127.0.0.1:PORT)',
+    EXIT_USAGE_C,
   ),
-  USER_PASSWORD: define('FACADE_ERR_USER_PASSWORD', 'password for user "%s" is not allowed: %s'),
 
   // --- certificates and ACME ---------------------------------------------------------------
-  CERT_LOAD: define('FACADE_ERR_CERT_LOAD', 'cannot load certificate or key %s: %s'),
-  ACME_ORDER: define('FACADE_ERR_ACME_ORDER', 'ACME certificate order for %s failed: %s'),
-  STATE_DIR: define('FACADE_ERR_STATE_DIR', 'state directory %s: %s'),
+  CERT_LOAD: define('FACADE_ERR_CERT_LOAD', 'cannot load certificate or key %s: %s', EXIT_USAGE_C),
+  ACME_ORDER: define('FACADE_ERR_ACME_ORDER', 'ACME certificate order for %s failed: %s', EXIT_FAILURE_C),
+  STATE_DIR: define('FACADE_ERR_STATE_DIR', 'state directory %s: %s', EXIT_FAILURE_C),
   PIN_INVALID: define(
     'FACADE_ERR_PIN_INVALID',
     'certificate pin "%s" is not valid: %s (expected sha256: and 64 hex digits, colons allowed)',
+    EXIT_USAGE_C,
   ),
 
   // --- client -----------------------------------------------------------------------------------
-  CONNECT_REFUSED: define('FACADE_ERR_CONNECT_REFUSED', 'server %s did not accept the tunnel: %s'),
-  SERVER_DISCONNECT: define('FACADE_ERR_SERVER_DISCONNECT', 'server closed the tunnel: %s'),
+  CONNECT_REFUSED: define(
+    'FACADE_ERR_CONNECT_REFUSED',
+    'server %s did not accept the tunnel: %s',
+    EXIT_FAILURE_C,
+  ),
   PIN_MISMATCH: define(
     'FACADE_ERR_PIN_MISMATCH',
     'server certificate fingerprint %s does not match the pinned %s',
+    EXIT_FAILURE_C,
   ),
 } as const;
 
@@ -117,4 +163,24 @@ export function facadeError(
 
 export function isFacadeError(err: unknown, name?: ErrorName): err is FacadeError {
   return err instanceof FacadeError && (name === undefined || err.code === Errors[name].code);
+}
+
+/**
+ * The consequence of any thrown value: a coded error's own, else an internal failure (a bug or an
+ * unexpected system error is ours, never the peer's fault).
+ */
+export function consequenceOf(err: unknown): Consequence {
+  if (err instanceof FacadeError) {
+    for (const spec of Object.values(Errors) as ErrorSpec[])
+      if (spec.code === err.code) return spec.consequence;
+  }
+  return INTERNAL;
+}
+
+const INTERNAL: Consequence = { kind: 'disconnect', reason: 'INTERNAL' };
+
+/** The exit code for an error that stopped a command (1 unless its consequence says otherwise). */
+export function exitCodeFor(err: unknown): number {
+  const consequence = consequenceOf(err);
+  return consequence.kind === 'exit' ? consequence.exitCode : EXIT_FAILURE;
 }

@@ -4,9 +4,6 @@
 /** Largest IP packet (or GSO super-packet) a DATA frame carries: the IPv4/IPv6 total-length ceiling. */
 export const MAX_PACKET_SIZE = 65535;
 
-/** Largest frame payload: one packet plus the optional 10-byte virtio_net_hdr offload metadata. */
-export const MAX_FRAME_PAYLOAD = MAX_PACKET_SIZE + 10;
-
 /** Default tunnel MTU: 1500 minus IPv6 (40) + TCP (20..32) + TLS record (~29) + frame header overhead. */
 export const DEFAULT_TUNNEL_MTU = 1400;
 

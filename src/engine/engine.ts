@@ -8,20 +8,28 @@
 //
 // All state lives on the instance (no module globals), so an engine per worker thread, each with its own
 // TUN queue (IFF_MULTI_QUEUE), is a matter of construction, not of rewriting.
+//
+// The engine takes any Duplex that finished a tunnel handshake (attach), whatever transport carried it;
+// it implements front/acceptor.ts's TunnelHost by shape, without importing the front.
+//
+// Failures: a session's own errors end that session (session.ts). The TUN failing under us (deleted, its
+// namespace gone) ends every session at once, so the engine stops and reports it to `onFatal`: the owner
+// (server/server.ts) shuts the server down and exits non-zero.
 
-import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { isFacadeError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import { ipv4ToNumber, ipv6ToKey, parseCidr } from '../net/packet.js';
 import type { PacketBatch, TunLike } from '../net/tun.js';
 import { type ControlMessage, DisconnectReason, describeReason, type Route } from '../protocol/control.js';
 import { OFFLOAD_HEADER_SIZE, type OffloadHeader } from '../protocol/frame.js';
-import { Session, type SessionCloseReason, type SessionSink } from '../session/session.js';
+import type { TransportName, TunnelIdentity } from '../protocol/handshake.js';
+import { Session, type SessionCloseReason, type SessionSink, type SessionStats } from '../session/session.js';
 import { TunWriteBatch } from '../session/tun-write-batch.js';
 import type { AddressPool, Lease } from './pool.js';
 import { Router } from './router.js';
 
-export interface TunnelServerOptions {
+export interface EngineOptions {
   readonly tun: TunLike;
   readonly pool: AddressPool;
   readonly logger: Logger;
@@ -32,28 +40,45 @@ export interface TunnelServerOptions {
   /** Extra prefixes pushed to clients as routes (the pools themselves always are). */
   readonly routes: readonly string[];
   readonly dns: readonly string[];
+  /** A user's static addresses (facade user add --static-ipv4), if any. */
+  readonly staticAddresses: (user: string) => StaticAddresses | undefined;
+  /** The engine stopped on a failure no session can survive (the TUN failed); called once. */
+  readonly onFatal: (err: Error) => void;
 }
 
-export interface AttachRequest {
-  readonly user: string;
-  readonly remote: string;
+export interface StaticAddresses {
   readonly staticIpv4?: string | undefined;
   readonly staticIpv6?: string | undefined;
-  /** The client announced the `offload` capability (Facade-Capabilities). */
-  readonly offload: boolean;
+}
+
+/** Where a stream came from, as the transport that carried it tells (front/acceptor.ts's AttachMeta). */
+export interface AttachMeta {
+  readonly remote: string;
+  readonly transport: TransportName;
+}
+
+/** One session as `facade status`, status.json and logs show it. */
+export interface SessionStatus extends SessionStats {
+  readonly user: string;
+  readonly remote: string;
+  readonly transport: TransportName;
+  readonly ipv4: string;
+  readonly ipv6: string | undefined;
+  /** ISO 8601. */
+  readonly since: string;
 }
 
 /** Per-session data the engine keeps beside the session. */
 interface Peer {
   readonly session: Session;
   readonly user: string;
-  readonly remote: string;
+  readonly meta: AttachMeta;
   readonly lease: Lease;
   readonly ipv4: number;
   readonly ipv6Key: string | undefined;
 }
 
-export interface TunnelServerStats {
+export interface EngineStats {
   sessions: number;
   /** Packets from the TUN for an address no session holds. */
   unknownDestinationDrops: number;
@@ -63,10 +88,10 @@ export interface TunnelServerStats {
   tunWriteDrops: number;
 }
 
-export class TunnelServer implements SessionSink {
+export class TunnelEngine implements SessionSink {
   private unknownDestinationDrops = 0;
   private clientToClientDrops = 0;
-  private readonly options: TunnelServerOptions;
+  private readonly options: EngineOptions;
   private readonly router = new Router<Peer>();
   private readonly peers = new Map<Session, Peer>();
   private readonly byUser = new Map<string, Peer>();
@@ -76,15 +101,16 @@ export class TunnelServer implements SessionSink {
   private readonly vnetHdr: boolean;
   private closed = false;
 
-  constructor(options: TunnelServerOptions) {
+  constructor(options: EngineOptions) {
     this.options = options;
     this.vnetHdr = options.tun.vnetHdr;
-    this.toTun = new TunWriteBatch(options.tun, this.vnetHdr);
+    this.toTun = new TunWriteBatch(options.tun, this.vnetHdr, this.fail);
+    options.tun.onError(this.fail);
     options.tun.onBatch(this.vnetHdr ? this.onTunVnetBatch : this.onTunBatch);
   }
 
   /** A snapshot of the engine's counters (sessions and drops are read where they live). */
-  get stats(): TunnelServerStats {
+  get stats(): EngineStats {
     return {
       sessions: this.peers.size,
       unknownDestinationDrops: this.unknownDestinationDrops,
@@ -93,11 +119,12 @@ export class TunnelServer implements SessionSink {
     };
   }
 
-  /** A list for `facade status` and logs. */
-  describeSessions(): Array<Record<string, unknown>> {
+  /** Every session, for `facade status` (server/status.ts). */
+  sessions(): SessionStatus[] {
     return [...this.peers.values()].map((peer) => ({
       user: peer.user,
-      remote: peer.remote,
+      remote: peer.meta.remote,
+      transport: peer.meta.transport,
       ipv4: peer.lease.ipv4,
       ipv6: peer.lease.ipv6,
       since: new Date(peer.session.startedAt).toISOString(),
@@ -106,14 +133,18 @@ export class TunnelServer implements SessionSink {
   }
 
   /**
-   * Takes an authenticated, upgraded socket: the 101 has been written. Leases an address, pushes CONFIG.
-   * On pool exhaustion the client is told why, in a DISCONNECT, and the session ends.
+   * Takes an authenticated stream whose handshake is done (the 101 or its equivalent was sent). Leases an
+   * address, pushes CONFIG. On pool exhaustion the client is told why, in a DISCONNECT, and the session ends.
    */
-  attach(socket: Socket, request: AttachRequest, initialBytes: Buffer): void {
-    const logger = this.options.logger.child({ user: request.user, remote: request.remote });
-    socket.setNoDelay(true);
+  attach(stream: Duplex, identity: TunnelIdentity, initialBytes: Buffer, meta: AttachMeta): void {
+    const request = { user: identity.user, offload: identity.capabilities.offload };
+    const logger = this.options.logger.child({
+      user: request.user,
+      remote: meta.remote,
+      transport: meta.transport,
+    });
     if (this.closed) {
-      socket.destroy();
+      stream.destroy();
       return;
     }
     // Same user again: the newer connection wins (a client that lost its link reconnects before the old
@@ -125,16 +156,13 @@ export class TunnelServer implements SessionSink {
     let lease: Lease | undefined;
     let leaseError: string | undefined;
     try {
-      lease = this.options.pool.lease(request.user, {
-        staticIpv4: request.staticIpv4,
-        staticIpv6: request.staticIpv6,
-      });
+      lease = this.options.pool.lease(request.user, this.options.staticAddresses(request.user) ?? {});
     } catch (err) {
       if (!isFacadeError(err)) throw err;
       leaseError = err.message;
     }
     const session = new Session({
-      socket,
+      socket: stream,
       sink: this,
       logger,
       keepaliveMs: this.options.keepaliveMs,
@@ -167,7 +195,7 @@ export class TunnelServer implements SessionSink {
     const peer: Peer = {
       session,
       user: request.user,
-      remote: request.remote,
+      meta,
       lease,
       ipv4: ipv4ToNumber(lease.ipv4),
       ipv6Key: lease.ipv6 === undefined ? undefined : ipv6ToKey(lease.ipv6),
@@ -257,7 +285,8 @@ export class TunnelServer implements SessionSink {
     this.options.logger.info(
       {
         user: peer.user,
-        remote: peer.remote,
+        remote: peer.meta.remote,
+        transport: peer.meta.transport,
         ipv4: peer.lease.ipv4,
         reason: describeReason(reason.code),
         message: reason.message,
@@ -269,12 +298,24 @@ export class TunnelServer implements SessionSink {
     );
   }
 
+  /** The TUN failed (read or write): every session ends with INTERNAL and the owner hears of it once. */
+  private readonly fail = (err: unknown): void => {
+    if (this.closed) return;
+    const error = err instanceof Error ? err : new Error(String(err));
+    this.options.logger.error({ err: isFacadeError(error) ? error.code : undefined }, error.message);
+    this.closeAll(DisconnectReason.INTERNAL, 'server error: its network device failed');
+    this.options.onFatal(error);
+  };
+
   /** Ends every session with SERVER_SHUTDOWN. In-flight packets still queued on sockets are flushed. */
   close(): void {
+    this.closeAll(DisconnectReason.SERVER_SHUTDOWN, 'server shutting down');
+  }
+
+  private closeAll(reason: number, message: string): void {
     if (this.closed) return;
     this.closed = true;
-    for (const session of [...this.peers.keys()])
-      session.close(DisconnectReason.SERVER_SHUTDOWN, 'server shutting down');
+    for (const session of [...this.peers.keys()]) session.close(reason, message);
   }
 }
 

@@ -1,72 +1,67 @@
-// Decides whether a first-request head is a valid, authenticated tunnel upgrade. Every "no" is silent: the
-// front door hands the connection to the site, which answers as it would any unknown path. The check costs
-// the same for every head, whatever its path (one SHA-256 and a constant-time compare, also for unknown
-// users and missing credentials), so its timing reveals nothing; the slow scrypt ran on the client.
-// Refusals are logged in aggregate, once a second, off the path of the answer.
+// The HTTP/1.1 upgrade transport: decides whether a first-request head is a valid, authenticated tunnel
+// upgrade, and if so answers 101 and hands the stream to the tunnel host. Every "no" is silent: the front
+// door gives the connection to the site, which answers as it would any unknown path. Refusals are logged
+// in aggregate, once a second, off the path of the answer.
+//
+// Nothing here knows the engine or the users file: authentication is a function of the headers
+// (users/authenticator.ts) and the host is anything that attaches a Duplex with an identity. Another
+// transport (an HTTP/2 stream, a WebSocket) is another file like this one, using the same two ports.
 
 import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { Logger } from '../core/log.js';
-import type { TunnelServer } from '../engine/engine.js';
 import { parseAuthorization } from '../protocol/credentials.js';
-import { headerHasToken, type RequestHead } from '../protocol/http-head.js';
-import type { UserRecord, UsersFile } from '../users/users-file.js';
+import {
+  isUpgradeRequest,
+  type TransportName,
+  type TunnelIdentity,
+  type TunnelRequest,
+  UPGRADE_RESPONSE,
+} from '../protocol/handshake.js';
+import type { RequestHead } from '../protocol/http-head.js';
 import type { FrontDoorOptions } from './front-door.js';
 
-/** The protocol token we answer with; the client's own token is accepted whatever it is. */
-export const UPGRADE_TOKEN = 'facade';
-
-/** How often refused tunnel requests are summarised in the log (a prober cannot flood it line by line). */
+/** How long refused tunnel requests are gathered into one log line (a prober cannot flood it). */
 const REFUSAL_LOG_INTERVAL_MS = 1_000;
 
-const NO_KEY = Buffer.alloc(32);
+/** What authenticate() sees for a head that did not parse: no target, no headers; it does the same work. */
+const UNPARSED: TunnelRequest = { target: '', headers: { get: () => undefined } };
 
-export interface TunnelIdentity {
-  readonly user: string;
-  readonly record: UserRecord;
-  /** The client announced `Facade-Capabilities: offload`. */
-  readonly offload: boolean;
+/** Where an accepted stream goes: the tunnel engine, or whatever the composition root puts there. */
+export interface TunnelHost {
+  /**
+   * Takes an authenticated stream whose handshake is complete. `initialBytes` arrived with the handshake
+   * and start the frame stream.
+   */
+  attach(stream: Duplex, identity: TunnelIdentity, initialBytes: Buffer, meta: AttachMeta): void;
 }
 
-export function createTunnelAcceptor(options: {
-  users: UsersFile;
-  tunnel: TunnelServer;
+export interface AttachMeta {
+  /** Where the stream came from, for logs and status: "address:port". */
+  readonly remote: string;
+  readonly transport: TransportName;
+}
+
+export function createUpgradeAcceptor(options: {
+  authenticate: (request: TunnelRequest) => TunnelIdentity | null;
+  host: TunnelHost;
   logger: Logger;
 }): Omit<FrontDoorOptions<TunnelIdentity>, 'tunnelPath'> & { close(): void } {
-  const { users, tunnel, logger } = options;
+  const { authenticate, host, logger } = options;
   const refusals = new RefusalLog(logger);
   return {
     authenticate(head: RequestHead | null): TunnelIdentity | null {
-      const headers = head?.headers;
-      const credentials = parseAuthorization(headers?.get('authorization'));
-      // Verify before looking at anything else, so every head does the same work.
-      const record = users.verify(credentials?.user ?? '', credentials?.clientKey ?? NO_KEY);
-      const wellFormed =
-        head !== null &&
-        head.method === 'GET' &&
-        head.version === 'HTTP/1.1' &&
-        headerHasToken(headers?.get('connection'), 'upgrade') &&
-        (headers?.get('upgrade') ?? '') !== '' &&
-        headers?.has('transfer-encoding') === false &&
-        (headers.get('content-length') ?? '0') === '0';
-      if (!wellFormed || credentials === null || record === null) return null;
-      const offload = headerHasToken(headers?.get('facade-capabilities'), 'offload');
-      return { user: credentials.user, record, offload };
+      // Credentials first, for every head, so every head does the same work.
+      const identity = authenticate(head ?? UNPARSED);
+      return head !== null && isUpgradeRequest(head) ? identity : null;
     },
     accept(_head: RequestHead, socket: Socket, rest: Buffer, identity: TunnelIdentity): void {
-      socket.write(
-        `HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: ${UPGRADE_TOKEN}\r\n\r\n`,
-      );
-      tunnel.attach(
-        socket,
-        {
-          user: identity.user,
-          remote: `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`,
-          staticIpv4: identity.record.staticIpv4,
-          staticIpv6: identity.record.staticIpv6,
-          offload: identity.offload,
-        },
-        rest,
-      );
+      socket.setNoDelay(true);
+      socket.write(UPGRADE_RESPONSE);
+      host.attach(socket, identity, rest, {
+        remote: `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`,
+        transport: 'upgrade',
+      });
     },
     onRefused(head: RequestHead | null, remoteAddress: string): void {
       refusals.add(remoteAddress, head?.headers.get('authorization'));

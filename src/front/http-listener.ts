@@ -1,4 +1,4 @@
-// The plain-HTTP listener (port 80): it answers ACME HTTP-01 challenges from the ChallengeStore the
+// The plain-HTTP listener (port 80): it answers ACME HTTP-01 challenges from the challenge store the
 // CertificateManager fills, and sends everything else to HTTPS with a 301, as any web server set up for
 // TLS does (`return 301 https://$host$request_uri` in nginx). node:http is enough: two routes, no plugins,
 // and every byte of the answer is ours to choose.
@@ -24,28 +24,9 @@ export const HTTP_KEEP_ALIVE_TIMEOUT_MS = 5_000;
 /** Host names and IPv4 (letters, digits, '-', '.', '_') or a bracketed IPv6 literal, then an optional port. */
 const HOST_HEADER = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:\d{1,5})?$/;
 
-/**
- * Key authorizations for pending HTTP-01 challenges, by token. The CertificateManager adds one before it
- * tells the CA to validate and removes it afterwards; the listener only reads.
- */
-export class ChallengeStore {
-  readonly #byToken = new Map<string, string>();
-
-  set(token: string, keyAuthorization: string): void {
-    this.#byToken.set(token, keyAuthorization);
-  }
-
-  get(token: string): string | undefined {
-    return this.#byToken.get(token);
-  }
-
-  delete(token: string): void {
-    this.#byToken.delete(token);
-  }
-
-  get size(): number {
-    return this.#byToken.size;
-  }
+/** Where the listener finds the key authorization for a challenge token (certs/challenges.ts fills it). */
+export interface ChallengeLookup {
+  get(token: string): string | undefined;
 }
 
 export interface HttpListenerOptions {
@@ -53,7 +34,7 @@ export interface HttpListenerOptions {
   host: string;
   /** 80 unless --http-listen says otherwise; 0 picks a free port (tests). */
   port: number;
-  challenges: ChallengeStore;
+  challenges: ChallengeLookup;
   logger: Logger;
   /** Port of the HTTPS listener; it appears in the redirect unless it is 443. */
   httpsPort?: number;

@@ -191,45 +191,6 @@ Napi::Value WritePackets(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, written);
 }
 
-// writeSpans(fd, buffer, offsets: Uint32Array, lengths: Uint32Array, count) -> packets written.
-// The same as writePackets for packets that sit side by side in one buffer (the batch layout the
-// reader produces), without an array of Buffer views.
-Napi::Value WriteSpans(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int fd;
-  if (!ArgFd(info, 0, &fd)) return env.Undefined();
-  if (!info[1].IsTypedArray() || !info[2].IsTypedArray() || !info[3].IsTypedArray() ||
-      !info[4].IsNumber()) {
-    Napi::TypeError::New(env, "writeSpans(fd, buffer, offsets: Uint32Array, lengths: Uint32Array, count)")
-        .ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
-  Napi::Uint8Array buffer = info[1].As<Napi::Uint8Array>();
-  Napi::Uint32Array offsets = info[2].As<Napi::Uint32Array>();
-  Napi::Uint32Array lengths = info[3].As<Napi::Uint32Array>();
-  uint32_t count = info[4].As<Napi::Number>().Uint32Value();
-  if (count > offsets.ElementLength()) count = offsets.ElementLength();
-  if (count > lengths.ElementLength()) count = lengths.ElementLength();
-  const uint8_t* data = buffer.Data();
-  size_t size = buffer.ByteLength();
-
-  uint32_t written = 0;
-  for (uint32_t i = 0; i < count; i++) {
-    size_t offset = offsets[i];
-    size_t length = lengths[i];
-    if (offset > size || length > size - offset) {
-      Napi::RangeError::New(env, "span " + std::to_string(i) + " lies outside the buffer")
-          .ThrowAsJavaScriptException();
-      return env.Undefined();
-    }
-    int r = WriteOne(env, fd, data + offset, length);
-    if (r == -2) return env.Undefined();
-    if (r == -1) break;
-    written += r;
-  }
-  return Napi::Number::New(env, written);
-}
-
 // Reader: polls a TUN fd and reads batches into a caller-owned buffer.
 //
 // new Reader(fd, buffer, offsets, lengths, headroom, maxPackets, maxRead, callback)
@@ -446,7 +407,6 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("open", Napi::Function::New(env, Open, "open"));
   exports.Set("close", Napi::Function::New(env, Close, "close"));
   exports.Set("writePackets", Napi::Function::New(env, WritePackets, "writePackets"));
-  exports.Set("writeSpans", Napi::Function::New(env, WriteSpans, "writeSpans"));
   exports.Set("Reader", Reader::Init(env));
   exports.Set("VNET_HDR_SIZE", Napi::Number::New(env, kVnetHdrSize));
   return exports;

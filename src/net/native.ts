@@ -42,13 +42,6 @@ export interface NativeTun {
   close(fd: number): void;
   /** Non-blocking write of each packet; stops at EAGAIN, skips packets the kernel refuses. */
   writePackets(fd: number, packets: readonly Uint8Array[], count: number): number;
-  writeSpans(
-    fd: number,
-    buffer: Uint8Array,
-    offsets: Uint32Array,
-    lengths: Uint32Array,
-    count: number,
-  ): number;
   Reader: NativeReaderConstructor;
   /** Bytes of the virtio_net_hdr that IFF_VNET_HDR puts before each packet. */
   VNET_HDR_SIZE: number;

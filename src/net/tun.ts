@@ -71,6 +71,8 @@ export interface TunLike {
   /** Opened with IFF_VNET_HDR: every packet read or written starts with a 10-byte virtio_net_hdr. */
   readonly vnetHdr: boolean;
   onBatch(handler: (batch: PacketBatch) => void): void;
+  /** Read failures (the device was deleted under us); reading has stopped when the handler runs. */
+  onError(handler: (err: Error) => void): void;
   pause(): void;
   resume(): void;
   writePackets(packets: readonly Uint8Array[], count?: number): number;
@@ -276,23 +278,6 @@ export class TunDevice implements TunLike {
     }
     this.#stats.packetsWritten += written;
     this.#stats.writeDrops += n - written;
-    return written;
-  }
-
-  /**
-   * writePackets for packets laid out side by side in one buffer, as in a PacketBatch or a decoded
-   * stream chunk: no array of Buffer views needed.
-   */
-  writeSpans(buffer: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number): number {
-    this.#assertOpen();
-    let written: number;
-    try {
-      written = nativeTun().writeSpans(this.#fd, buffer, offsets, lengths, count);
-    } catch (err) {
-      throw this.#ioError('write', err);
-    }
-    this.#stats.packetsWritten += written;
-    this.#stats.writeDrops += count - written;
     return written;
   }
 

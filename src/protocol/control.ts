@@ -7,7 +7,7 @@
 // specification. Decoding is strict: anything malformed throws CONTROL_INVALID and the session ends.
 
 import { isIPv6 } from 'node:net';
-import { facadeError, isFacadeError } from '../core/errors.js';
+import { consequenceOf, facadeError, isFacadeError } from '../core/errors.js';
 import { DEFAULT_KEEPALIVE_MS, DEFAULT_TUNNEL_MTU, MIN_TUNNEL_MTU } from '../core/limits.js';
 import { clearHostBits, ipv4ToNumber, ipv6ToKey, keyToIpv6, numberToIpv4 } from '../net/packet.js';
 import { FRAME_HEADER_SIZE, FrameType, MAX_FRAME_LENGTH, writeFrameHeader } from './frame.js';
@@ -78,13 +78,12 @@ export function describeReason(code: number): string {
 }
 
 /**
- * The reason to send when a session ends on `err`: PROTOCOL_ERROR for the peer's framing or control
- * violations (FACADE_ERR_FRAME_*, CONTROL_INVALID), INTERNAL for anything else (our own failure).
+ * The reason to send when a session ends on `err`, from the error table's consequence (core/errors.ts):
+ * PROTOCOL_ERROR for the peer's framing or control violations, INTERNAL for our own failures.
  */
 export function reasonForError(err: unknown): number {
-  if (isFacadeError(err, 'CONTROL_INVALID')) return DisconnectReason.PROTOCOL_ERROR;
-  if (isFacadeError(err) && err.code.startsWith('FACADE_ERR_FRAME_')) return DisconnectReason.PROTOCOL_ERROR;
-  return DisconnectReason.INTERNAL;
+  const consequence = consequenceOf(err);
+  return consequence.kind === 'disconnect' ? DisconnectReason[consequence.reason] : DisconnectReason.INTERNAL;
 }
 
 /** Longest DISCONNECT text in UTF-8 bytes: enough for a sentence, small enough to log as one line. */

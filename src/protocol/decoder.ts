@@ -12,7 +12,7 @@
 // fresh buffer the decoder never touches again). Headers that straddle go through a fixed scratch buffer, so
 // the steady state allocates nothing but the packet view itself.
 
-import { type FacadeError, facadeError, isFacadeError } from '../core/errors.js';
+import { facadeError } from '../core/errors.js';
 import { MAX_PACKET_SIZE } from '../core/limits.js';
 import {
   createOffloadHeader,
@@ -261,15 +261,4 @@ function checkLimit(name: string, value: number): number {
     ]);
   }
   return value;
-}
-
-/** True for the errors push() raises on a protocol violation (as opposed to an error from the sink). */
-export function isFrameError(err: unknown): err is FacadeError {
-  return (
-    isFacadeError(err, 'FRAME_VERSION') ||
-    isFacadeError(err, 'FRAME_TYPE') ||
-    isFacadeError(err, 'FRAME_OFFLOAD') ||
-    isFacadeError(err, 'FRAME_INVALID') ||
-    isFacadeError(err, 'FRAME_TOO_LARGE')
-  );
 }

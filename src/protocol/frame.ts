@@ -6,12 +6,8 @@
 // `length` counts the payload only. For DATA_OFFLOAD the 10-byte offload header is implied by the type and
 // is not counted, so a full 65535-byte GSO super-packet still fits the 16-bit field.
 //
-// Sending without copies: read each packet from the TUN into a pooled buffer at offset
-// `frameHeadroom(type)`, call `writeFrameHeader(buf, 0, type, packetLength)` and write
-// `buf.subarray(0, headroom + packetLength)` in one socket write. With IFF_VNET_HDR the kernel puts the
-// virtio_net_hdr in front of the packet itself, so a TUN read at offset FRAME_HEADER_SIZE already is a
-// DATA_OFFLOAD frame once the 4-byte header is written. (Do not reuse one small header buffer across
-// socket.write() calls: the socket keeps a reference until the bytes are flushed.)
+// With IFF_VNET_HDR the kernel puts the virtio_net_hdr in front of each packet itself, so a packet read
+// from such a TUN already is a DATA_OFFLOAD body: the session copies it behind a 4-byte header as is.
 
 import { facadeError } from '../core/errors.js';
 
@@ -32,7 +28,7 @@ export const FrameType = {
   DATA: 0x01,
   /** A 10-byte offload header, then one IP packet (possibly a GSO super-packet). Only when negotiated. */
   DATA_OFFLOAD: 0x02,
-  /** Payload is one control message (src/tunnel/control.ts). */
+  /** Payload is one control message (control.ts). */
   CONTROL: 0x10,
 } as const;
 
@@ -50,11 +46,6 @@ export function frameTypeName(type: number): string {
     default:
       return `0x${type.toString(16).padStart(2, '0')}`;
   }
-}
-
-/** Bytes in front of the payload for a frame type: where to place a packet in a send buffer. */
-export function frameHeadroom(type: number): number {
-  return type === FrameType.DATA_OFFLOAD ? FRAME_HEADER_SIZE + OFFLOAD_HEADER_SIZE : FRAME_HEADER_SIZE;
 }
 
 /** virtio_net_hdr.flags bits (include/uapi/linux/virtio_net.h). */

@@ -44,10 +44,3 @@ export function parseRequestHead(buffer: Buffer, headLength: number): RequestHea
   }
   return { method, target, version, headers, headLength };
 }
-
-/** True when a comma-separated header value lists `token` (case-insensitive), as Connection does. */
-export function headerHasToken(value: string | undefined, token: string): boolean {
-  if (value === undefined) return false;
-  const wanted = token.toLowerCase();
-  return value.split(',').some((item) => item.trim().toLowerCase() === wanted);
-}

@@ -1,29 +1,34 @@
-// `facade server`: assembles the parts. The order matters: state and users first (cheap checks that fail
-// fast with a clear message), then certificates, the TUN, the tunnel engine, and the website last, so the
-// port opens only when everything behind it works.
+// `facade server`, assembled: the composition root. It is the only place that knows every part; the parts
+// know each other only through the small interfaces they declare (TunnelHost, Authenticate, TunLike).
+//
+// Steps, in order, each registering what it opened on one Disposer (closed in reverse on failure and on
+// shutdown): state directory and users (cheap checks that fail fast) ─► address pool ─► certificates and
+// the port-80 listener ─► TUN ─► engine ─► the front (site + front door + acceptor) ─► listen ─► timers.
+// The public port opens last, so it opens only when everything behind it works; a failure at any step
+// leaves nothing open and rethrows the coded error (the command exits with its code).
 
 import { readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import type { FastifyInstance } from 'fastify';
 import { CertificateManager, LETS_ENCRYPT_PRODUCTION, LETS_ENCRYPT_STAGING } from '../certs/acme.js';
 import { type CertificatePair, checkCertificatePair, ensureStateDir } from '../certs/cert-store.js';
+import { ChallengeStore } from '../certs/challenges.js';
 import { loadOrCreateSelfSigned } from '../certs/self-signed.js';
 import type { ServerConfig } from '../config/schema.js';
-import { writeFileAtomic } from '../core/atomic-file.js';
 import { facadeError } from '../core/errors.js';
 import { TUN_TX_QUEUE_PACKETS } from '../core/limits.js';
 import type { Logger } from '../core/log.js';
-import { TunnelServer } from '../engine/engine.js';
+import { TunnelEngine } from '../engine/engine.js';
 import { AddressPool } from '../engine/pool.js';
-import { createTunnelAcceptor } from '../front/acceptor.js';
-import { installFrontDoor } from '../front/front-door.js';
-import { ChallengeStore, type HttpListener, startHttpListener } from '../front/http-listener.js';
-import { createSiteApp, SITE_DEFAULT_DIR } from '../front/site.js';
+import { createFront, type Front } from '../front/front.js';
+import { type HttpListener, startHttpListener } from '../front/http-listener.js';
 import { addAddress, setLinkUp, setMtu, setTxQueueLength } from '../net/ifconfig.js';
 import { TunDevice } from '../net/tun.js';
+import { createAuthenticator } from '../users/authenticator.js';
 import { UsersFile } from '../users/users-file.js';
+import { Disposer } from './disposer.js';
+import { type StatusSnapshot, writeStatusFile } from './status.js';
 
 /** How often the users file is checked for changes (`facade user add` while the server runs). */
 const USERS_RELOAD_MS = 5_000;
@@ -31,30 +36,50 @@ const USERS_RELOAD_MS = 5_000;
 const STATUS_WRITE_MS = 2_000;
 
 export interface RunningServer {
-  readonly app: FastifyInstance;
-  readonly tunnel: TunnelServer;
+  readonly front: Front;
+  readonly engine: TunnelEngine;
   readonly tun: TunDevice;
   readonly port: number;
   /** 'sha256:…' of the served certificate when it is self-signed (what clients pin). */
   readonly fingerprint: string | undefined;
   readonly certificates: CertificateManager | undefined;
+  /** Settles with the error when the server had to stop on its own (its TUN failed); never on close(). */
+  readonly failed: Promise<Error>;
+  /** The snapshot `facade status` shows. */
+  status(): StatusSnapshot;
+  /** Closes everything, last opened first. Idempotent. */
   close(): Promise<void>;
 }
 
 export async function startServer(config: ServerConfig, logger: Logger): Promise<RunningServer> {
-  // It holds leases, keys and status: 0700, also when it already existed wider.
+  const disposer = new Disposer(logger);
+  try {
+    return await assemble(config, logger, disposer);
+  } catch (err) {
+    await disposer.dispose();
+    throw err;
+  }
+}
+
+async function assemble(config: ServerConfig, logger: Logger, disposer: Disposer): Promise<RunningServer> {
+  // --- state and users ------------------------------------------------------------------------------
+  // The state directory holds leases, keys and status: 0700, also when it already existed wider.
   await ensureStateDir(config.stateDir);
   const users = await UsersFile.load(config.users);
   if (users.size === 0)
     logger.warn({ users: config.users }, 'the users file has no users: nobody can connect');
   if (users.permissionsWarning !== undefined) logger.warn(users.permissionsWarning);
 
-  const pool = new AddressPool({
-    ipv4: config.pool,
-    ipv6: config.pool6,
-    statePath: join(config.stateDir, 'leases.json'),
-    onSaveError: (err) => logger.warn({ err: err.message }, 'could not save address leases'),
-  });
+  const pool = disposer.add(
+    'address pool',
+    new AddressPool({
+      ipv4: config.pool,
+      ipv6: config.pool6,
+      statePath: join(config.stateDir, 'leases.json'),
+      onSaveError: (err) => logger.warn({ err: err.message }, 'could not save address leases'),
+    }),
+    (p) => p.close(),
+  );
   if (pool.loadWarning !== undefined) logger.warn(pool.loadWarning);
   const reserveStatics = (): void => {
     for (const user of users.list()) {
@@ -68,115 +93,63 @@ export async function startServer(config: ServerConfig, logger: Logger): Promise
   };
   reserveStatics();
 
-  // --- certificates -----------------------------------------------------------------------------------
-  let tls: CertificatePair | undefined;
-  let fingerprint: string | undefined;
-  let certificates: CertificateManager | undefined;
-  let httpListener: HttpListener | undefined;
-  const challenges = new ChallengeStore();
-  if (config.plaintext) {
-    logger.warn(
-      'PLAINTEXT MODE: no TLS. Everything, credentials included, crosses the network in clear. Debugging only.',
-    );
-  } else if (config.cert !== undefined && config.key !== undefined) {
-    tls = await readPair(config.cert, config.key);
-  } else if (config.domain !== undefined) {
-    certificates = new CertificateManager({
-      domain: config.domain,
-      email: config.email,
-      directoryUrl:
-        config.acmeDirectory ?? (config.acmeStaging ? LETS_ENCRYPT_STAGING : LETS_ENCRYPT_PRODUCTION),
-      stateDir: config.stateDir,
-      logger,
-      challenges,
-      // One retry inside an attempt: the manager's own backoff (minutes, doubling) handles the rest, and
-      // a stopped CA then shows in the log within seconds, not after acme-client's 75 s of retries.
-      requestRetries: 1,
-    });
-  } else {
-    const names = [hostname()];
-    if (config.listen.host !== '0.0.0.0' && config.listen.host !== '::') names.unshift(config.listen.host);
-    const selfSigned = await loadOrCreateSelfSigned(config.stateDir, { names });
-    tls = selfSigned;
-    fingerprint = selfSigned.fingerprint;
-    logger.info(
-      { fingerprint, names, created: selfSigned.created },
-      `self-signed certificate; clients connect with --pin ${fingerprint}`,
-    );
-  }
-
-  // Port 80: ACME challenges and a redirect to HTTPS. Required for ACME; best effort otherwise.
-  if (!config.plaintext) {
-    const where = config.httpListen ?? { host: config.listen.host, port: 80 };
-    try {
-      httpListener = await startHttpListener({
-        host: where.host,
-        port: where.port,
-        challenges,
-        logger,
-        httpsPort: config.listen.port,
-        defaultHost: config.domain,
-      });
-    } catch (err) {
-      if (certificates !== undefined || config.httpListen !== undefined) throw err;
-      logger.warn({ err: String(err) }, `no plain-HTTP redirect on ${where.host}:${where.port}`);
-    }
-  }
-  if (certificates !== undefined) tls = await certificates.start();
+  // --- certificates and port 80 -----------------------------------------------------------------------
+  const { tls, fingerprint, certificates } = await startCertificates(config, logger, disposer);
 
   // --- TUN and the tunnel engine ----------------------------------------------------------------------
-  const tun = TunDevice.open({ name: config.tunName, vnetHdr: config.offload });
-  try {
-    await setMtu(tun.name, config.mtu);
-    await setTxQueueLength(tun.name, TUN_TX_QUEUE_PACKETS);
-    await addAddress(tun.name, `${pool.serverIpv4}/${pool.prefix4}`);
-    if (pool.serverIpv6 !== undefined) await addAddress(tun.name, `${pool.serverIpv6}/${pool.prefix6}`);
-    await setLinkUp(tun.name);
-  } catch (err) {
-    tun.close();
-    throw err;
-  }
-  const tunnel = new TunnelServer({
-    tun,
-    pool,
-    logger,
-    mtu: config.mtu,
-    keepaliveMs: config.keepaliveMs,
-    clientToClient: config.clientToClient,
-    routes: config.routes,
-    dns: config.dns,
+  const tun = disposer.add('TUN', TunDevice.open({ name: config.tunName, vnetHdr: config.offload }), (t) =>
+    t.close(),
+  );
+  await setMtu(tun.name, config.mtu);
+  await setTxQueueLength(tun.name, TUN_TX_QUEUE_PACKETS);
+  await addAddress(tun.name, `${pool.serverIpv4}/${pool.prefix4}`);
+  if (pool.serverIpv6 !== undefined) await addAddress(tun.name, `${pool.serverIpv6}/${pool.prefix6}`);
+  await setLinkUp(tun.name);
+
+  let reportFailure: (err: Error) => void = () => undefined;
+  const failed = new Promise<Error>((resolve) => {
+    reportFailure = resolve;
   });
+  const engine = disposer.add(
+    'tunnel engine',
+    new TunnelEngine({
+      tun,
+      pool,
+      logger,
+      mtu: config.mtu,
+      keepaliveMs: config.keepaliveMs,
+      clientToClient: config.clientToClient,
+      routes: config.routes,
+      dns: config.dns,
+      staticAddresses: (user) => users.get(user),
+      onFatal: (err) => reportFailure(err),
+    }),
+    (e) => e.close(),
+  );
 
   // --- the website, with the front door in it ---------------------------------------------------------
-  const app = createSiteApp({
-    siteDir: config.site ?? SITE_DEFAULT_DIR,
-    ...(config.upstream === undefined ? {} : { upstream: config.upstream }),
-    ...(tls === undefined ? {} : { tls }),
-  });
-  await app.ready();
-  const acceptor = createTunnelAcceptor({ users, tunnel, logger });
-  installFrontDoor(app.server, tls === undefined ? 'connection' : 'secureConnection', {
-    ...acceptor,
-    tunnelPath: config.tunnelPath,
-    onError: (err) => logger.error({ err: String(err) }, 'tunnel acceptor failed; connection closed'),
-  });
-  try {
-    await app.listen({ host: config.listen.host, port: config.listen.port });
-  } catch (err) {
-    tunnel.close();
-    tun.close();
-    await httpListener?.close();
-    throw err;
-  }
-  const address = app.server.address();
-  const port = typeof address === 'object' && address !== null ? address.port : config.listen.port;
-
+  const front = disposer.add(
+    'website',
+    await createFront({
+      siteDir: config.site,
+      upstream: config.upstream,
+      tls,
+      tunnelPath: config.tunnelPath,
+      authenticate: createAuthenticator(users),
+      host: engine,
+      logger,
+    }),
+    (f) => f.close(),
+  );
+  // Sessions end before the site closes: the site's close waits for every connection, tunnels included.
+  disposer.defer('tunnel sessions', () => engine.close());
+  const port = await front.listen(config.listen.host, config.listen.port);
   certificates?.on('certificate', (pair) => {
-    // New connections get the new certificate; open ones (tunnels included) keep theirs.
-    (app.server as unknown as { setSecureContext(o: CertificatePair): void }).setSecureContext(pair);
+    front.setCertificate(pair);
     logger.info({ domain: config.domain }, 'renewed certificate in service');
   });
 
+  // --- timers -----------------------------------------------------------------------------------------
   const usersTimer = setInterval(() => {
     users
       .reloadIfChanged()
@@ -190,33 +163,28 @@ export async function startServer(config: ServerConfig, logger: Logger): Promise
       );
   }, USERS_RELOAD_MS);
   usersTimer.unref();
-  const statusPath = join(config.stateDir, 'status.json');
-  // Atomic: `facade status` may read it at any moment and must never see half a file.
-  const writeStatus = (): Promise<void> =>
-    writeFileAtomic(
-      statusPath,
-      `${JSON.stringify(
-        {
-          pid: process.pid,
-          updated: new Date().toISOString(),
-          listen: `${config.listen.host}:${port}`,
-          tun: tun.name,
-          pool: pool.stats(),
-          engine: tunnel.stats,
-          tunStats: tun.stats,
-          sessions: tunnel.describeSessions(),
-        },
-        null,
-        2,
-      )}\n`,
-    ).catch(() => undefined);
+  disposer.defer('users reload timer', () => clearInterval(usersTimer));
+
+  const listen = `${isIP(config.listen.host) === 6 ? `[${config.listen.host}]` : config.listen.host}:${port}`;
+  const status = (): StatusSnapshot => ({
+    pid: process.pid,
+    updated: new Date().toISOString(),
+    listen,
+    tun: tun.name,
+    pool: pool.stats(),
+    engine: engine.stats,
+    tunStats: tun.stats,
+    sessions: engine.sessions(),
+  });
+  const writeStatus = (): Promise<void> => writeStatusFile(config.stateDir, status()).catch(() => undefined);
   const statusTimer = setInterval(() => void writeStatus(), STATUS_WRITE_MS);
   statusTimer.unref();
+  disposer.defer('status timer', () => clearInterval(statusTimer));
   void writeStatus();
 
   logger.info(
     {
-      listen: `${isIP(config.listen.host) === 6 ? `[${config.listen.host}]` : config.listen.host}:${port}`,
+      listen,
       tun: tun.name,
       serverAddress: pool.serverIpv4,
       pool: config.pool,
@@ -234,28 +202,96 @@ export async function startServer(config: ServerConfig, logger: Logger): Promise
 
   let closing: Promise<void> | undefined;
   return {
-    app,
-    tunnel,
+    front,
+    engine,
     tun,
     port,
     fingerprint,
     certificates,
+    failed,
+    status,
     close: () => {
-      closing ??= (async () => {
-        clearInterval(usersTimer);
-        clearInterval(statusTimer);
-        certificates?.close();
-        acceptor.close();
-        tunnel.close();
-        await app.close();
-        await httpListener?.close();
-        tun.close();
-        await pool.close();
-        logger.info('facade server stopped');
-      })();
+      closing ??= disposer.dispose().then(() => logger.info('facade server stopped'));
       return closing;
     },
   };
+}
+
+/**
+ * The certificate to serve (none with --plaintext): the operator's files, ACME, or the self-signed one in
+ * the state directory; and the port-80 listener (ACME challenges, redirect to HTTPS).
+ */
+async function startCertificates(
+  config: ServerConfig,
+  logger: Logger,
+  disposer: Disposer,
+): Promise<{
+  tls: CertificatePair | undefined;
+  fingerprint: string | undefined;
+  certificates: CertificateManager | undefined;
+}> {
+  if (config.plaintext) {
+    logger.warn(
+      'PLAINTEXT MODE: no TLS. Everything, credentials included, crosses the network in clear. Debugging only.',
+    );
+    return { tls: undefined, fingerprint: undefined, certificates: undefined };
+  }
+  const challenges = new ChallengeStore();
+  let tls: CertificatePair | undefined;
+  let fingerprint: string | undefined;
+  let certificates: CertificateManager | undefined;
+  if (config.cert !== undefined && config.key !== undefined) {
+    tls = await readPair(config.cert, config.key);
+  } else if (config.domain !== undefined) {
+    certificates = disposer.add(
+      'certificate manager',
+      new CertificateManager({
+        domain: config.domain,
+        email: config.email,
+        directoryUrl:
+          config.acmeDirectory ?? (config.acmeStaging ? LETS_ENCRYPT_STAGING : LETS_ENCRYPT_PRODUCTION),
+        stateDir: config.stateDir,
+        logger,
+        challenges,
+        // One retry inside an attempt: the manager's own backoff (minutes, doubling) handles the rest, and
+        // a stopped CA then shows in the log within seconds, not after acme-client's 75 s of retries.
+        requestRetries: 1,
+      }),
+      (c) => c.close(),
+    );
+  } else {
+    const names = [hostname()];
+    if (config.listen.host !== '0.0.0.0' && config.listen.host !== '::') names.unshift(config.listen.host);
+    const selfSigned = await loadOrCreateSelfSigned(config.stateDir, { names });
+    tls = selfSigned;
+    fingerprint = selfSigned.fingerprint;
+    logger.info(
+      { fingerprint, names, created: selfSigned.created },
+      `self-signed certificate; clients connect with --pin ${fingerprint}`,
+    );
+  }
+
+  // Port 80: ACME challenges and a redirect to HTTPS. Required for ACME; best effort otherwise.
+  const where = config.httpListen ?? { host: config.listen.host, port: 80 };
+  try {
+    disposer.add(
+      'port-80 listener',
+      await startHttpListener({
+        host: where.host,
+        port: where.port,
+        challenges,
+        logger,
+        httpsPort: config.listen.port,
+        defaultHost: config.domain,
+      }),
+      (listener: HttpListener) => listener.close(),
+    );
+  } catch (err) {
+    if (certificates !== undefined || config.httpListen !== undefined) throw err;
+    logger.warn({ err: String(err) }, `no plain-HTTP redirect on ${where.host}:${where.port}`);
+  }
+  if (certificates !== undefined) tls = await certificates.start();
+  return { tls, fingerprint, certificates };
 }
 
 /** The operator's --cert/--key, read and checked with cert-store's checks (PEM parses, key fits the leaf). */

@@ -22,6 +22,7 @@ import {
   describeReason,
   echoClock,
   encodeControlFrame,
+  reasonForError,
 } from '../protocol/control.js';
 import { FrameDecoder, type FrameSink } from '../protocol/decoder.js';
 import {
@@ -295,16 +296,31 @@ export class Session implements FrameSink {
     this.stats.bytesIn += chunk.length;
     try {
       this.decoder.push(chunk);
-    } catch (err) {
-      // A malformed frame ends this one session, with a logged reason; never the process.
-      const message = err instanceof Error ? err.message : String(err);
-      this.logger.warn({ err: isFacadeError(err) ? err.code : message }, `protocol error: ${message}`);
       this.sink.onChunkEnd(this);
-      this.close(DisconnectReason.PROTOCOL_ERROR, message);
-      return;
+    } catch (err) {
+      this.failed(err);
     }
-    this.sink.onChunkEnd(this);
   };
+
+  /**
+   * Something thrown on this session's inbound path ends this session only, as the error table says
+   * (core/errors.ts): the peer's violations as PROTOCOL_ERROR, anything else (a bug, a sink that failed)
+   * as INTERNAL, logged as ours. Packets already decoded from the chunk are still flushed.
+   */
+  private failed(err: unknown): void {
+    const message = err instanceof Error ? err.message : String(err);
+    const reason = reasonForError(err);
+    const code = isFacadeError(err) ? err.code : undefined;
+    if (reason === DisconnectReason.PROTOCOL_ERROR)
+      this.logger.warn({ err: code }, `protocol error: ${message}`);
+    else this.logger.error({ err: code ?? message }, `session failed: ${message}`);
+    try {
+      this.sink.onChunkEnd(this);
+    } catch {
+      // The flush failed too; the sink counted and reported it. The session ends either way.
+    }
+    this.close(reason, reason === DisconnectReason.PROTOCOL_ERROR ? message : 'internal error');
+  }
 
   private readonly onSocketEnd = (): void => {
     this.finish({ code: DisconnectReason.NORMAL, message: 'connection closed by peer', byPeer: true });

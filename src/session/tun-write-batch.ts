@@ -4,6 +4,10 @@
 // takes must start with a virtio_net_hdr, so each is staged behind its 10-byte header in a reused slab
 // (the peer's offload header for DATA_OFFLOAD frames, zeros for plain DATA). The slab is reused as soon as
 // the write returns: TUN writes are synchronous, so nothing keeps a view past flush().
+//
+// A TUN that fails (deleted under us: FACADE_ERR_TUN_IO) never throws into the socket listener that is
+// flushing: the packets are counted as drops and the error goes to `onError`, whose owner decides (the
+// server and the client stop; see the error table in core/errors.ts).
 
 import { MAX_PACKET_SIZE } from '../core/limits.js';
 import type { TunLike } from '../net/tun.js';
@@ -22,6 +26,7 @@ export class TunWriteBatch {
   constructor(
     private readonly tun: TunLike,
     readonly vnetHdr: boolean,
+    private readonly onError: (err: unknown) => void,
   ) {
     this.slab = vnetHdr ? Buffer.allocUnsafeSlow(STAGING_BYTES) : null;
   }
@@ -49,8 +54,15 @@ export class TunWriteBatch {
   flush(): void {
     const count = this.packets.length;
     if (count === 0) return;
-    this.drops += count - this.tun.writePackets(this.packets, count);
-    this.packets.length = 0;
-    this.used = 0;
+    let written = 0;
+    try {
+      written = this.tun.writePackets(this.packets, count);
+    } catch (err) {
+      this.onError(err);
+    } finally {
+      this.drops += count - written;
+      this.packets.length = 0;
+      this.used = 0;
+    }
   }
 }

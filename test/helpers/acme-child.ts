@@ -15,7 +15,8 @@ import { createInterface } from 'node:readline';
 import type { TLSSocket } from 'node:tls';
 import { pino } from 'pino';
 import { CertificateManager } from '../../src/certs/acme.js';
-import { ChallengeStore, type HttpListener, startHttpListener } from '../../src/front/http-listener.js';
+import { ChallengeStore } from '../../src/certs/challenges.js';
+import { type HttpListener, startHttpListener } from '../../src/front/http-listener.js';
 
 export interface AcmeChildConfig {
   domain: string;

@@ -1,21 +1,17 @@
-// A facade-side server in-process, as the probe suites need it: the decoy site app behind the real front door
-// and the real tunnel acceptor with a real users file, over TLS on 127.0.0.1. The tunnel engine is replaced by
-// a recorder that closes the socket: no probe should ever be attached, and a test can assert that.
+// A facade-side server in-process, as the probe suites need it: the server's own front (createFront: the
+// decoy site, the front door and the upgrade acceptor) with the real authenticator over a real users file,
+// over TLS on 127.0.0.1. The tunnel engine is replaced by a recorder that closes the stream: no probe should
+// ever be attached, and a test can assert that.
 
 import { mkdtempSync, rmSync } from 'node:fs';
-import type { AddressInfo, Server as NetServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { loadOrCreateSelfSigned } from '../../src/certs/self-signed.js';
 import { createLogger } from '../../src/core/log.js';
-import type { TunnelServer } from '../../src/engine/engine.js';
-import { createTunnelAcceptor, type TunnelIdentity } from '../../src/front/acceptor.js';
-import { type FrontDoorOptions, installFrontDoor } from '../../src/front/front-door.js';
-import { createSiteApp, SITE_DEFAULT_DIR } from '../../src/front/site.js';
+import { createFront, type Front } from '../../src/front/front.js';
+import { type Authenticate, createAuthenticator } from '../../src/users/authenticator.js';
 import { UsersFile } from '../../src/users/users-file.js';
-
-type Authenticate = FrontDoorOptions<TunnelIdentity>['authenticate'];
 
 export interface ProbeServerOptions {
   readonly tunnelPath: string;
@@ -37,13 +33,13 @@ export interface ProbeServer {
 /** Starts the facade side on 127.0.0.1, a free port, with a fresh self-signed certificate for "localhost". */
 export async function startProbeServer(options: ProbeServerOptions): Promise<ProbeServer> {
   const workDir = mkdtempSync(path.join(os.tmpdir(), 'facade-probe-server-'));
-  let app: FastifyInstance | undefined;
+  let front: Front | undefined;
   let closed = false;
   const close = async (): Promise<void> => {
     if (closed) return;
     closed = true;
     try {
-      await app?.close();
+      await front?.close();
     } finally {
       rmSync(workDir, { recursive: true, force: true });
     }
@@ -54,27 +50,22 @@ export async function startProbeServer(options: ProbeServerOptions): Promise<Pro
     for (const user of options.users) await users.add(user.name, user.password);
     await users.save();
     const attached: string[] = [];
-    const tunnel = {
-      attach: (socket: { destroy(): void }, request: { user: string }) => {
-        attached.push(request.user);
-        socket.destroy();
-      },
-    } as unknown as TunnelServer;
-    const acceptor = createTunnelAcceptor({ users, tunnel, logger: createLogger({ level: 'silent' }) });
-    app = createSiteApp({
-      siteDir: SITE_DEFAULT_DIR,
+    const authenticate = createAuthenticator(users);
+    front = await createFront({
       tls: { key: certificate.key, cert: certificate.cert },
-    });
-    installFrontDoor(app.server as unknown as NetServer, 'secureConnection', {
-      ...acceptor,
       tunnelPath: options.tunnelPath,
-      ...(options.wrapAuthenticate === undefined
-        ? {}
-        : { authenticate: options.wrapAuthenticate(acceptor.authenticate) }),
+      authenticate:
+        options.wrapAuthenticate === undefined ? authenticate : options.wrapAuthenticate(authenticate),
+      host: {
+        attach: (stream, identity) => {
+          attached.push(identity.user);
+          stream.destroy();
+        },
+      },
+      logger: createLogger({ level: 'silent' }),
     });
-    await app.listen({ host: '127.0.0.1', port: 0 });
-    const port = (app.server.address() as AddressInfo).port;
-    return { app, port, attached, close };
+    const port = await front.listen('127.0.0.1', 0);
+    return { app: front.app, port, attached, close };
   } catch (err) {
     await close();
     throw err;

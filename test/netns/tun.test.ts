@@ -153,35 +153,6 @@ test('a ping flood is read in batches of more than one packet', { skip }, async 
   assert.ok(responder.replies >= 3000);
 });
 
-test('writeSpans writes replies laid out side by side in one buffer', { skip }, async (t) => {
-  const { ns, tun, peer4 } = await tunInNetns(t, 5);
-  const out = Buffer.alloc(64 * 1024);
-  const offsets = new Uint32Array(64);
-  const lengths = new Uint32Array(64);
-  let written = 0;
-  tun.onBatch((batch) => {
-    let count = 0;
-    let end = 0;
-    for (let i = 0; i < batch.count && count < 64; i++) {
-      const reply = echoReply(batch.buffer, batch.offsets[i]!, batch.lengths[i]!);
-      if (reply === null) continue;
-      reply.copy(out, end);
-      offsets[count] = end;
-      lengths[count] = reply.length;
-      end += reply.length + 3; // deliberately unaligned gaps
-      count += 1;
-    }
-    written += tun.writeSpans(out, offsets, lengths, count);
-  });
-  const ping = await ns.exec('ping', ['-c', '3', '-i', '0.2', '-W', '2', peer4]);
-  assert.equal(lossOf(ping.stdout), '0', ping.stdout + ping.stderr);
-  assert.equal(written, 3);
-  // A span outside the buffer is refused before anything is written.
-  offsets[0] = out.length - 10;
-  lengths[0] = 20;
-  assert.throws(() => tun.writeSpans(out, offsets, lengths, 1), /outside the buffer/);
-});
-
 test('pause() stops reading; resume() delivers what the kernel queued', { skip }, async (t) => {
   const { ns, tun, peer4 } = await tunInNetns(t, 3);
   let requests = 0;

@@ -12,9 +12,8 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, type TestContext, test } from 'node:test';
 import tls from 'node:tls';
-import type { TunnelIdentity } from '../../src/front/acceptor.js';
-import type { FrontDoorOptions } from '../../src/front/front-door.js';
 import { encodeAuthorization } from '../../src/protocol/credentials.js';
+import type { Authenticate } from '../../src/users/authenticator.js';
 import { type ProbeServer, startProbeServer } from '../helpers/probe-server.js';
 import { maskResponse } from '../helpers/raw-probe.js';
 
@@ -61,8 +60,6 @@ async function startServer(
 
 /** A single request that has not been answered within this long is a hang, not a timing sample. */
 const REQUEST_TIMEOUT_MS = 5_000;
-
-type Authenticate = FrontDoorOptions<TunnelIdentity>['authenticate'];
 
 type Kind = 'unknown path' | 'wrong password' | 'unknown user';
 const KINDS: readonly Kind[] = ['unknown path', 'wrong password', 'unknown user'];
@@ -244,9 +241,9 @@ describe('the tunnel path is invisible in timing', () => {
     let server: ProbeServer | undefined;
     t.after(() => server?.close());
     // What a server-side scrypt would cost, spent only on tunnel-path requests.
-    server = await startServer((authenticate) => (head) => {
-      if (head?.target === TUNNEL_PATH) burn(CONTROL_BUSY_MS);
-      return authenticate(head);
+    server = await startServer((authenticate) => (request) => {
+      if (request.target === TUNNEL_PATH) burn(CONTROL_BUSY_MS);
+      return authenticate(request);
     });
     const d = compare(t, await collect(server.port));
     // The answers are still byte-identical here; only the time gives the tunnel path away.

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { type ErrorName, isFacadeError } from '../../src/core/errors.js';
+import { consequenceOf, type ErrorName, isFacadeError } from '../../src/core/errors.js';
 import { MAX_PACKET_SIZE } from '../../src/core/limits.js';
-import { FrameDecoder, type FrameSink, isFrameError } from '../../src/protocol/decoder.js';
+import { FrameDecoder, type FrameSink } from '../../src/protocol/decoder.js';
 import {
   encodeFrame,
   encodeOffloadFrame,
@@ -320,17 +320,17 @@ test('an error thrown by the sink propagates and leaves the decoder failed', () 
     onControl: () => {},
   });
   assert.throws(() => decoder.push(encodeFrame(FrameType.DATA, Buffer.from([1]))), boom);
-  assert.ok(!isFrameError(boom));
+  assert.deepEqual(consequenceOf(boom), { kind: 'disconnect', reason: 'INTERNAL' });
   assert.throws(() => decoder.push(encodeFrame(FrameType.DATA, Buffer.from([1]))), boom);
 });
 
-test('isFrameError recognises the decoder’s protocol errors', () => {
+test('the decoder’s errors blame the peer: their consequence is a PROTOCOL_ERROR disconnect', () => {
   const decoder = new FrameDecoder(new CollectingSink());
   try {
     decoder.push(Buffer.from([9, 1, 0, 1]));
     assert.fail('should have thrown');
   } catch (err) {
-    assert.ok(isFrameError(err));
+    assert.deepEqual(consequenceOf(err), { kind: 'disconnect', reason: 'PROTOCOL_ERROR' });
   }
 });
 

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { findHeadEnd, headerHasToken, parseRequestHead } from '../../src/protocol/http-head.js';
+import { headerHasToken } from '../../src/protocol/handshake.js';
+import { findHeadEnd, parseRequestHead } from '../../src/protocol/http-head.js';
 
 const parse = (text: string) => {
   const buffer = Buffer.from(text, 'latin1');

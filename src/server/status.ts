@@ -1,0 +1,41 @@
+// One status snapshot: what `facade status`, status.json and (later) metrics read. Its type is declared
+// here once; the engine, pool and TUN supply their parts.
+
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { writeFileAtomic } from '../core/atomic-file.js';
+import type { EngineStats, SessionStatus } from '../engine/engine.js';
+import type { PoolStats } from '../engine/pool.js';
+import type { TunStats } from '../net/tun.js';
+
+export interface StatusSnapshot {
+  readonly pid: number;
+  /** ISO 8601 time the snapshot was taken. */
+  readonly updated: string;
+  /** "host:port" of the site. */
+  readonly listen: string;
+  readonly tun: string;
+  readonly pool: PoolStats;
+  readonly engine: EngineStats;
+  readonly tunStats: TunStats;
+  readonly sessions: readonly SessionStatus[];
+}
+
+/** Where the server keeps its last snapshot. */
+export function statusPath(stateDir: string): string {
+  return join(stateDir, 'status.json');
+}
+
+/** Atomic: `facade status` may read at any moment and must never see half a file. */
+export function writeStatusFile(stateDir: string, snapshot: StatusSnapshot): Promise<void> {
+  return writeFileAtomic(statusPath(stateDir), `${JSON.stringify(snapshot, null, 2)}\n`);
+}
+
+/** The last snapshot a server wrote, or undefined when there is none (never started, other state dir). */
+export async function readStatusFile(stateDir: string): Promise<StatusSnapshot | undefined> {
+  try {
+    return JSON.parse(await readFile(statusPath(stateDir), 'utf8')) as StatusSnapshot;
+  } catch {
+    return undefined;
+  }
+}
