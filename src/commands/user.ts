@@ -6,6 +6,10 @@
 
 import { isIPv4, isIPv6 } from 'node:net';
 import type { ReadStream } from 'node:tty';
+import { renderHelp } from '../config/help.js';
+import { type Kind, text, where } from '../config/kinds.js';
+import { loadSettings } from '../config/load.js';
+import { optional, resolveSettings } from '../config/setting.js';
 import { FacadeError, facadeError, isFacadeError } from '../core/errors.js';
 import { MAX_PASSWORD_BYTES, passwordFromText, userNameProblem } from '../protocol/credentials.js';
 import { UsersFile } from '../users/users-file.js';
@@ -35,29 +39,48 @@ const EXIT_OK = 0;
 const EXIT_FAILED = 1;
 const EXIT_USAGE = 2;
 
+function address(family: 4 | 6): Kind<string> {
+  return where(text('ADDR'), (value) =>
+    (family === 4 ? isIPv4(value) : isIPv6(value)) ? null : `"${value}" is not an IPv${family} address`,
+  );
+}
+
+// Flags only: a users file is named on each command line, never in a config file.
+const USER_SETTINGS = {
+  users: optional(text('FILE'), { flag: 'users', help: 'the users file' }),
+  staticIpv4: optional(address(4), {
+    flag: 'static-ipv4',
+    help: 'add: the IPv4 address this user always gets',
+  }),
+  staticIpv6: optional(address(6), {
+    flag: 'static-ipv6',
+    help: 'add: the IPv6 address this user always gets',
+  }),
+};
+
 interface ParsedArgs {
   action: 'add' | 'del' | 'list';
   name?: string;
   usersPath: string;
-  staticIpv4?: string;
-  staticIpv6?: string;
+  staticIpv4?: string | undefined;
+  staticIpv6?: string | undefined;
 }
 
-class UsageError extends Error {}
+const usage = (problem: string): FacadeError => facadeError('CLI_USAGE', [problem, 'user']);
 
 /** Runs `facade user ...` with `argv` = the arguments after `user`; resolves to the exit code. */
 export async function runUserCommand(argv: string[], io: CommandIo): Promise<number> {
-  if (argv.includes('--help') || argv.includes('-h') || argv[0] === 'help') {
-    io.stdout.write(USER_USAGE);
-    return EXIT_OK;
-  }
-  let args: ParsedArgs;
+  let args: ParsedArgs | undefined;
   try {
     args = parseArgs(argv);
   } catch (err) {
-    if (!(err instanceof UsageError)) throw err;
-    io.stderr.write(`facade user: ${facadeError('CLI_USAGE', [err.message, 'user']).message}\n`);
+    if (!isFacadeError(err, 'CLI_USAGE')) throw err;
+    io.stderr.write(`facade user: ${err.message}\n`);
     return EXIT_USAGE;
+  }
+  if (args === undefined) {
+    io.stdout.write(`${USER_USAGE}\nOptions:\n${renderHelp(USER_SETTINGS, { configFile: false })}\n`);
+    return EXIT_OK;
   }
   try {
     switch (args.action) {
@@ -76,56 +99,39 @@ export async function runUserCommand(argv: string[], io: CommandIo): Promise<num
   }
 }
 
-function parseArgs(argv: string[]): ParsedArgs {
-  const positional: string[] = [];
-  const options = new Map<string, string>();
-  const known = new Set(['--users', '--static-ipv4', '--static-ipv6']);
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    if (!arg.startsWith('--')) {
-      positional.push(arg);
-      continue;
-    }
-    const eq = arg.indexOf('=');
-    const flag = eq === -1 ? arg : arg.slice(0, eq);
-    if (!known.has(flag)) throw new UsageError(`unknown option "${flag}"`);
-    let value: string | undefined;
-    if (eq !== -1) value = arg.slice(eq + 1);
-    else value = argv[++i];
-    if (value === undefined || value === '') throw new UsageError(`option ${flag} needs a value`);
-    if (options.has(flag)) throw new UsageError(`option ${flag} given twice`);
-    options.set(flag, value);
-  }
+/** The command line, or undefined when it asks for help. */
+function parseArgs(argv: string[]): ParsedArgs | undefined {
+  if (argv[0] === 'help') return undefined;
+  const { raw, positionals, help } = loadSettings('user', USER_SETTINGS, argv, { configFile: false });
+  if (help) return undefined;
+  const options = resolveSettings(USER_SETTINGS, raw, (input, problem) =>
+    usage(`--${input.flag} ${problem}`),
+  );
 
-  const [action, name, ...extra] = positional;
-  if (action === undefined) throw new UsageError('missing action: add, del or list');
+  const [action, name, ...extra] = positionals;
+  if (action === undefined) throw usage('missing action: add, del or list');
   if (action !== 'add' && action !== 'del' && action !== 'list')
-    throw new UsageError(`unknown action "${action}": expected add, del or list`);
-  const usersPath = options.get('--users');
-  if (usersPath === undefined) throw new UsageError('missing --users FILE');
+    throw usage(`unknown action "${action}": expected add, del or list`);
+  if (options.users === undefined) throw usage('missing --users FILE');
 
   if (action === 'list') {
-    if (name !== undefined) throw new UsageError(`list takes no user name, got "${name}"`);
+    if (name !== undefined) throw usage(`list takes no user name, got "${name}"`);
   } else {
-    if (name === undefined) throw new UsageError(`${action} needs a user name`);
+    if (name === undefined) throw usage(`${action} needs a user name`);
     const problem = userNameProblem(name);
-    if (problem !== null) throw new UsageError(`user name "${name}" is not allowed: ${problem}`);
+    if (problem !== null) throw usage(`user name "${name}" is not allowed: ${problem}`);
   }
-  if (extra.length > 0) throw new UsageError(`unexpected argument "${extra[0]}"`);
+  if (extra.length > 0) throw usage(`unexpected argument "${extra[0]}"`);
+  if ((options.staticIpv4 !== undefined || options.staticIpv6 !== undefined) && action !== 'add')
+    throw usage('--static-ipv4/--static-ipv6 only go with add');
 
-  const staticIpv4 = options.get('--static-ipv4');
-  const staticIpv6 = options.get('--static-ipv6');
-  if ((staticIpv4 !== undefined || staticIpv6 !== undefined) && action !== 'add')
-    throw new UsageError('--static-ipv4/--static-ipv6 only go with add');
-  if (staticIpv4 !== undefined && !isIPv4(staticIpv4))
-    throw new UsageError(`--static-ipv4 "${staticIpv4}" is not an IPv4 address`);
-  if (staticIpv6 !== undefined && !isIPv6(staticIpv6))
-    throw new UsageError(`--static-ipv6 "${staticIpv6}" is not an IPv6 address`);
-
-  const parsed: ParsedArgs = { action, usersPath };
+  const parsed: ParsedArgs = {
+    action,
+    usersPath: options.users,
+    staticIpv4: options.staticIpv4,
+    staticIpv6: options.staticIpv6,
+  };
   if (name !== undefined) parsed.name = name;
-  if (staticIpv4 !== undefined) parsed.staticIpv4 = staticIpv4;
-  if (staticIpv6 !== undefined) parsed.staticIpv6 = staticIpv6;
   return parsed;
 }
 

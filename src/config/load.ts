@@ -1,49 +1,101 @@
-// Settings come from an optional JSON config file and from flags; flags override the file.
+// Settings come from an optional JSON config file (--config FILE) and from flags; flags win, setting by
+// setting. The flags are the settings table's own, so the parser, --help and the README cannot disagree.
 
 import { readFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
+import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { facadeError } from '../core/errors.js';
-import type { RawSettings } from './schema.js';
+import { type Input, inputsOf, type RawSettings, refuseUnknownKeys, type SettingsTable } from './setting.js';
+import { suggestion } from './suggest.js';
 
-export interface FlagSpec {
-  /** camelCase config key the flag sets. */
-  readonly key: string;
-  readonly type: 'string' | 'boolean';
-  readonly multiple?: boolean;
-  readonly help: string;
+export interface CommandLine {
+  /** File settings overlaid with flag settings, by config key; resolveSettings reads them. */
+  readonly raw: RawSettings;
+  readonly positionals: string[];
+  readonly help: boolean;
 }
 
-/** Turns `--tunnel-path` style flags into config keys, reads `--config FILE`, and merges (flags win). */
+export interface LoadOptions {
+  /**
+   * The table a `--config FILE`'s keys are checked against (the command's own by default; `facade status`
+   * reads the server's file), or false for a command that takes no config file.
+   */
+  readonly configFile?: SettingsTable | false;
+}
+
+type Options = NonNullable<ParseArgsConfig['options']>;
+
+/** Reads `argv` (the arguments after the command name) against `table`'s flags, and the config file. */
 export function loadSettings(
   command: string,
+  table: SettingsTable,
   argv: string[],
-  flags: Readonly<Record<string, FlagSpec>>,
-): { settings: RawSettings; positionals: string[]; help: boolean } {
-  const options: Record<string, { type: 'string' | 'boolean'; multiple?: boolean }> = {
-    config: { type: 'string' },
-    help: { type: 'boolean' },
-  };
-  for (const [name, spec] of Object.entries(flags)) {
-    options[name] = spec.multiple ? { type: spec.type, multiple: true } : { type: spec.type };
+  { configFile = table }: LoadOptions = {},
+): CommandLine {
+  const byFlag = new Map<string, { field: string; input: Input }>();
+  for (const [field, setting] of Object.entries(table))
+    for (const input of inputsOf(field, setting))
+      if (input.flag !== undefined) byFlag.set(input.flag, { field, input });
+  const options: Options = { help: { type: 'boolean', short: 'h' } };
+  if (configFile !== false) options.config = { type: 'string' };
+  for (const [flag, { input }] of byFlag)
+    options[flag] = {
+      type: input.kind.arg === 'switch' ? 'boolean' : 'string',
+      multiple: input.kind.arg === 'repeated',
+    };
+  const { values, positionals } = readFlags(command, argv, options);
+
+  const raw: RawSettings = {};
+  if (typeof values.config === 'string' && configFile !== false) {
+    const file = readConfigFile(values.config);
+    refuseUnknownKeys(configFile, file);
+    for (const [field, setting] of Object.entries(table))
+      for (const { key } of inputsOf(field, setting)) if (key in file) raw[key] = file[key];
   }
-  let parsed: ReturnType<typeof parseArgs>;
-  try {
-    parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
-  } catch (err) {
-    throw facadeError('CLI_USAGE', [err instanceof Error ? err.message : String(err), command]);
-  }
-  const values = parsed.values as Record<string, unknown>;
-  const settings: RawSettings = {};
-  const configPath = values.config;
-  if (typeof configPath === 'string') Object.assign(settings, readConfigFile(configPath));
-  for (const [name, spec] of Object.entries(flags)) {
-    const value = values[name];
-    if (value !== undefined) settings[spec.key] = value;
-  }
-  return { settings, positionals: parsed.positionals, help: values.help === true };
+  // A flag replaces whatever the file said for its setting, under any of the setting's keys.
+  const flagged = [...byFlag].filter(([flag]) => values[flag] !== undefined);
+  for (const [, { field }] of flagged) for (const { key } of inputsOf(field, table[field]!)) delete raw[key];
+  for (const [flag, { input }] of flagged) raw[input.key] = values[flag];
+  return { raw, positionals, help: values.help === true };
 }
 
-export function readConfigFile(path: string): RawSettings {
+/**
+ * node:util parseArgs, with the refusals stated our way: an unknown option (with the nearest known one),
+ * a missing or empty value, a value on a switch, a single-valued option given twice.
+ */
+function readFlags(
+  command: string,
+  argv: string[],
+  options: Options,
+): { values: Record<string, unknown>; positionals: string[] } {
+  const usage: (problem: string) => never = (problem) => {
+    throw facadeError('CLI_USAGE', [problem, command]);
+  };
+  const { tokens } = parseArgs({ args: argv, options, strict: false, allowPositionals: true, tokens: true });
+  const values: Record<string, unknown> = {};
+  const positionals: string[] = [];
+  for (const token of tokens) {
+    if (token.kind === 'positional') positionals.push(token.value);
+    if (token.kind !== 'option') continue;
+    const option = options[token.name];
+    if (option === undefined) {
+      const near = suggestion(token.name, Object.keys(options));
+      usage(`unknown option "${token.rawName}"${near === undefined ? '' : `; did you mean "--${near}"?`}`);
+    }
+    if (option.type === 'boolean') {
+      if (token.value !== undefined) usage(`option ${token.rawName} takes no value`);
+      values[token.name] = true;
+      continue;
+    }
+    if (token.value === undefined || token.value === '') usage(`option ${token.rawName} needs a value`);
+    const before = values[token.name];
+    if (option.multiple) values[token.name] = [...((before as string[] | undefined) ?? []), token.value];
+    else if (before !== undefined) usage(`option ${token.rawName} given twice`);
+    else values[token.name] = token.value;
+  }
+  return { values, positionals };
+}
+
+function readConfigFile(path: string): RawSettings {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
@@ -60,11 +112,4 @@ export function readConfigFile(path: string): RawSettings {
     throw facadeError('CONFIG_PARSE', [path, 'the top level must be an object of settings']);
   }
   return value as RawSettings;
-}
-
-export function renderFlagHelp(flags: Readonly<Record<string, FlagSpec>>): string {
-  const width = Math.max(...Object.keys(flags).map((name) => name.length)) + 4;
-  return Object.entries(flags)
-    .map(([name, spec]) => `  --${name.padEnd(width)}${spec.help} (config key: ${spec.key})`)
-    .join('\n');
 }

@@ -2,11 +2,14 @@
 
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { promisify } from 'node:util';
+import { CLIENT_SETTINGS } from '../../src/config/client-settings.js';
+import { SERVER_SETTINGS } from '../../src/config/server-settings.js';
+import { inputsOf, type SettingsTable } from '../../src/config/setting.js';
 import { UsersFile } from '../../src/users/users-file.js';
 import { CLI } from '../helpers/facade.js';
 import { makeTestCertificate } from '../helpers/tls-fixture.js';
@@ -57,7 +60,8 @@ test('--help lists the commands', async () => {
 
 test('a missing setting is refused with the key that is missing', async () => {
   const out = await facade(serverArgs([]));
-  assert.equal(out.code, 1);
+  // 2: the consequence of a config error (core/errors.ts): fix the command line or the file.
+  assert.equal(out.code, 2);
   assert.match(out.stderr, /config key "tunnelPath": is required/);
   assert.match(out.stderr, /FACADE_ERR_CONFIG_INVALID/);
 });
@@ -68,7 +72,39 @@ test('a --cert whose --key belongs to another certificate is refused at start', 
   const out = await facade(
     serverArgs(['--tunnel-path', '/t', '--cert', one.certPath, '--key', other.keyPath]),
   );
-  assert.equal(out.code, 1);
+  assert.equal(out.code, 2);
   assert.match(out.stderr, /the private key does not match the certificate/);
   assert.match(out.stderr, /FACADE_ERR_CERT_LOAD/);
+});
+
+test('server and client --help name every config key and flag', async () => {
+  const modes: Array<[string, SettingsTable]> = [
+    ['server', SERVER_SETTINGS],
+    ['client', CLIENT_SETTINGS],
+  ];
+  for (const [mode, table] of modes) {
+    const out = await facade([mode, '--help']);
+    assert.equal(out.code, 0, out.stderr);
+    for (const [field, setting] of Object.entries(table))
+      for (const input of inputsOf(field, setting)) {
+        assert.match(out.stdout, new RegExp(`\\b${input.key}\\b`), `${mode} --help lacks ${input.key}`);
+        if (input.flag !== undefined)
+          assert.ok(out.stdout.includes(`--${input.flag}`), `${mode} --${input.flag}`);
+      }
+  }
+});
+
+test('an unknown key in the config file is refused by name, and the process exits', async () => {
+  const file = join(dir, 'typo.json');
+  await writeFile(file, JSON.stringify({ tunelPath: '/t' }));
+  const out = await facade(serverArgs(['--config', file]));
+  assert.equal(out.code, 2);
+  assert.match(out.stderr, /config key "tunelPath": is not a setting; did you mean "tunnelPath"\?/);
+  assert.match(out.stderr, /FACADE_ERR_CONFIG_INVALID/);
+});
+
+test('an unknown option is a usage error naming it', async () => {
+  const out = await facade(serverArgs(['--tunnel-pth', '/t']));
+  assert.equal(out.code, 2);
+  assert.match(out.stderr, /unknown option "--tunnel-pth"; did you mean "--tunnel-path"\?/);
 });
