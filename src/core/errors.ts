@@ -120,6 +120,8 @@ export const Errors = {
     EXIT_USAGE_C,
   ),
   SITE_DIR: define('FACADE_ERR_SITE_DIR', 'site folder %s cannot be served: %s (check --site)', EXIT_USAGE_C),
+  /** A port the server must bind is taken (EADDRINUSE), privileged (EACCES) or not on this machine. */
+  LISTEN: define('FACADE_ERR_LISTEN', 'cannot listen on %s (%s): %s', EXIT_FAILURE_C),
   SITE_UPSTREAM: define(
     'FACADE_ERR_SITE_UPSTREAM',
     'upstream "%s" is not usable: %s (expected http://127.0.0.1:PORT)',

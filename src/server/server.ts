@@ -15,7 +15,7 @@ import { CertificateManager, LETS_ENCRYPT_PRODUCTION, LETS_ENCRYPT_STAGING } fro
 import { type CertificatePair, checkCertificatePair, ensureStateDir } from '../certs/cert-store.js';
 import { ChallengeStore } from '../certs/challenges.js';
 import { loadOrCreateSelfSigned } from '../certs/self-signed.js';
-import type { ServerConfig } from '../config/schema.js';
+import type { ListenAddress, ServerConfig } from '../config/schema.js';
 import { facadeError } from '../core/errors.js';
 import { TUN_TX_QUEUE_PACKETS } from '../core/limits.js';
 import type { Logger } from '../core/log.js';
@@ -43,7 +43,10 @@ export interface RunningServer {
   /** 'sha256:…' of the served certificate when it is self-signed (what clients pin). */
   readonly fingerprint: string | undefined;
   readonly certificates: CertificateManager | undefined;
-  /** Settles with the error when the server had to stop on its own (its TUN failed); never on close(). */
+  /**
+   * Settles with the error when the server had to stop on its own (its TUN failed); never on close(). By
+   * then the sessions have ended and the server is closing everything; close() waits for that.
+   */
   readonly failed: Promise<Error>;
   /** The snapshot `facade status` shows. */
   status(): StatusSnapshot;
@@ -106,10 +109,26 @@ async function assemble(config: ServerConfig, logger: Logger, disposer: Disposer
   if (pool.serverIpv6 !== undefined) await addAddress(tun.name, `${pool.serverIpv6}/${pool.prefix6}`);
   await setLinkUp(tun.name);
 
+  // The TUN failing under the engine (deleted, its namespace gone) stops the server on its own: during
+  // start-up the failure is what startServer rejects with; once running, everything is closed and
+  // `failed` tells the command, which exits non-zero.
+  let fatal: Error | undefined;
+  let running = false;
+  let closing: Promise<void> | undefined;
+  const close = (): Promise<void> => {
+    closing ??= disposer.dispose().then(() => logger.info('facade server stopped'));
+    return closing;
+  };
   let reportFailure: (err: Error) => void = () => undefined;
   const failed = new Promise<Error>((resolve) => {
     reportFailure = resolve;
   });
+  const onFatal = (err: Error): void => {
+    if (fatal !== undefined) return;
+    fatal = err;
+    reportFailure(err);
+    if (running) void close();
+  };
   const engine = disposer.add(
     'tunnel engine',
     new TunnelEngine({
@@ -122,7 +141,7 @@ async function assemble(config: ServerConfig, logger: Logger, disposer: Disposer
       routes: config.routes,
       dns: config.dns,
       staticAddresses: (user) => users.get(user),
-      onFatal: (err) => reportFailure(err),
+      onFatal,
     }),
     (e) => e.close(),
   );
@@ -143,7 +162,9 @@ async function assemble(config: ServerConfig, logger: Logger, disposer: Disposer
   );
   // Sessions end before the site closes: the site's close waits for every connection, tunnels included.
   disposer.defer('tunnel sessions', () => engine.close());
-  const port = await front.listen(config.listen.host, config.listen.port);
+  const port = await listenOrFail('the website', config.listen, () =>
+    front.listen(config.listen.host, config.listen.port),
+  );
   certificates?.on('certificate', (pair) => {
     front.setCertificate(pair);
     logger.info({ domain: config.domain }, 'renewed certificate in service');
@@ -200,7 +221,9 @@ async function assemble(config: ServerConfig, logger: Logger, disposer: Disposer
     'facade server ready',
   );
 
-  let closing: Promise<void> | undefined;
+  // The TUN failed while the steps after it ran: start-up fails with that error (the caller disposes).
+  if (fatal !== undefined) throw fatal;
+  running = true;
   return {
     front,
     engine,
@@ -210,10 +233,7 @@ async function assemble(config: ServerConfig, logger: Logger, disposer: Disposer
     certificates,
     failed,
     status,
-    close: () => {
-      closing ??= disposer.dispose().then(() => logger.info('facade server stopped'));
-      return closing;
-    },
+    close,
   };
 }
 
@@ -276,14 +296,16 @@ async function startCertificates(
   try {
     disposer.add(
       'port-80 listener',
-      await startHttpListener({
-        host: where.host,
-        port: where.port,
-        challenges,
-        logger,
-        httpsPort: config.listen.port,
-        defaultHost: config.domain,
-      }),
+      await listenOrFail('the plain-HTTP listener', where, () =>
+        startHttpListener({
+          host: where.host,
+          port: where.port,
+          challenges,
+          logger,
+          httpsPort: config.listen.port,
+          defaultHost: config.domain,
+        }),
+      ),
       (listener: HttpListener) => listener.close(),
     );
   } catch (err) {
@@ -292,6 +314,30 @@ async function startCertificates(
   }
   if (certificates !== undefined) tls = await certificates.start();
   return { tls, fingerprint, certificates };
+}
+
+/** Binds a port; a refusal (taken, privileged, no such address) becomes FACADE_ERR_LISTEN with the reason. */
+async function listenOrFail<T>(what: string, where: ListenAddress, bind: () => Promise<T>): Promise<T> {
+  try {
+    return await bind();
+  } catch (err) {
+    const errno = (err as NodeJS.ErrnoException).code;
+    const address = `${isIP(where.host) === 6 ? `[${where.host}]` : where.host}:${where.port}`;
+    const why =
+      errno === 'EADDRINUSE'
+        ? 'another process already listens there'
+        : errno === 'EACCES'
+          ? 'ports below 1024 need root or CAP_NET_BIND_SERVICE'
+          : errno === 'EADDRNOTAVAIL'
+            ? 'no interface of this machine has that address'
+            : err instanceof Error
+              ? err.message
+              : String(err);
+    throw facadeError('LISTEN', [address, what, errno === undefined ? why : `${errno}: ${why}`], {
+      cause: err,
+      ...(errno === undefined ? {} : { errno, syscall: 'listen' }),
+    });
+  }
 }
 
 /** The operator's --cert/--key, read and checked with cert-store's checks (PEM parses, key fits the leaf). */

@@ -21,18 +21,23 @@ export interface FacadeProcess {
 
 /**
  * Starts `facade ARGS` inside `ns`, or in this process's own namespace when `ns` is null (for a server on
- * loopback; its TUN lives as long as the process, so stop() it in an after hook).
+ * loopback; its TUN lives as long as the process, so stop() it in an after hook). `wrapper` is a command
+ * that execs the rest of its arguments, put in front of node (e.g. setpriv dropping a capability).
  */
 export function startFacade(
   ns: Netns | null,
   args: readonly string[],
-  options: { env?: NodeJS.ProcessEnv } = {},
+  options: { env?: NodeJS.ProcessEnv; wrapper?: readonly string[] } = {},
 ): FacadeProcess {
   const spawnOptions = options.env === undefined ? {} : { env: options.env };
+  const [cmd, ...cmdArgs] = [...(options.wrapper ?? []), process.execPath, CLI, ...args] as [
+    string,
+    ...string[],
+  ];
   const child =
     ns === null
-      ? spawn(process.execPath, [CLI, ...args], { stdio: 'pipe', ...spawnOptions })
-      : ns.spawn(process.execPath, [CLI, ...args], spawnOptions);
+      ? spawn(cmd, cmdArgs, { stdio: 'pipe', ...spawnOptions })
+      : ns.spawn(cmd, cmdArgs, spawnOptions);
   const lines: string[] = [];
   const waiters: Array<{ pattern: RegExp; resolve: (line: string) => void }> = [];
   let partial = '';
