@@ -41,6 +41,19 @@ export const DEAD_PEER_INTERVALS = 3;
 /** How long an address stays reserved for a user after they disconnect, so a reconnect gets it back. */
 export const LEASE_GRACE_MS = 10 * 60_000;
 
+/**
+ * Shortest IPv4 route a server may push to a client that did not ask for a full tunnel. /8 still admits the
+ * large private prefixes companies push (10.0.0.0/8); anything shorter covers a large part of the internet,
+ * and 0.0.0.0/1 + 128.0.0.0/1 would capture all traffic without touching the default route.
+ */
+export const MIN_PUSHED_ROUTE_PREFIX4 = 8;
+
+/**
+ * The same for IPv6. Sites number in /48s and the largest allocations are /19-/12 of global space, so /16 is
+ * generous for any real internal network; ::/1 + 8000::/1, 2000::/3 and all of fd00::/8 are refused.
+ */
+export const MIN_PUSHED_ROUTE_PREFIX6 = 16;
+
 /** Client reconnect backoff: first delay, ceiling, and jitter fraction. */
 export const RECONNECT_INITIAL_MS = 500;
 export const RECONNECT_MAX_MS = 30_000;
@@ -48,3 +61,58 @@ export const RECONNECT_JITTER = 0.3;
 
 /** Renew a certificate once this fraction of its lifetime has passed (Let's Encrypt's own advice). */
 export const CERT_RENEW_AT_FRACTION = 2 / 3;
+
+/**
+ * Connections the website holds open at once, in total (tunnels included); beyond it a new connection is
+ * closed as soon as it is accepted, as Node's own `server.maxConnections` does on an overloaded site. One
+ * idle TLS connection costs about 35 KB of memory, so 4096 of them cost ~140 MB, which a small VPS survives;
+ * nginx's default is 512 per worker, a busy small site rarely holds more than a few hundred. The process
+ * needs a file-descriptor limit (LimitNOFILE) above this plus the TUN queues.
+ */
+export const MAX_CONNECTIONS = 4096;
+
+/**
+ * Connections one source address (an IPv6 /64, which one household or host gets) may hold at once that are
+ * not tunnels; beyond it a new one is closed as soon as it is accepted. A browser opens at most 6 HTTP/1.1
+ * connections to a site (1 with h2), so 64 leaves room for about ten browsers behind one NAT, while one
+ * address can no longer hold the whole MAX_CONNECTIONS with handshakes it never finishes. Accepted tunnels
+ * stop counting against their address: an office of VPN users behind one NAT is bounded by the pool.
+ */
+export const MAX_CONNECTIONS_PER_ADDRESS = 64;
+
+// --- offload metadata (virtio_net_hdr) a peer may hand our kernel: src/protocol/offload-check.ts ---------
+//
+// A GSO super-packet is cut by the kernel into ceil(payload / gso_size) segments, each carrying a copy of the
+// headers. The peer chooses gso_size, so without a floor one 60 KB frame with gso_size 1 becomes 60,000
+// packets of 41 bytes: 40x the bytes and 1,500x the packets that the same bytes as plain DATA frames give.
+// The floors below are the smallest segment a conforming TCP sender uses: the version's minimum datagram
+// (IPv4: 576, the size every host must accept, RFC 791, and the basis of TCP's default MSS 536, RFC 9293
+// 3.7.1; IPv6: the 1280 minimum link MTU, RFC 8200) minus the smallest IP header and the largest TCP header
+// (60 bytes: TCP options come out of the segment, so a peer advertising MSS 536 gets 524-byte segments with
+// timestamps). With them a frame yields at most MAX_GSO_SEGMENTS segments and the headers add at most ~20%
+// to the bytes, while a peer sending small DATA frames already gets one packet per ~45 bytes: GSO is no
+// longer an amplifier. The cost: TSO traffic to a remote host that advertises an MSS below 536 (IPv4) or
+// 1220 (IPv6), which Linux honours down to net.ipv4.tcp_min_snd_mss = 48, is dropped; such hosts are rare
+// and non-conforming for IPv6. UDP GSO (UDP_L4) gets the same floors: QUIC, its main user, sends segments of
+// at least 1200 bytes.
+
+/** Smallest gso_size accepted on IPv4: 576 (RFC 791 minimum datagram) - 20 (IPv4 header) - 60 (TCP max). */
+export const MIN_GSO_SIZE_IPV4 = 576 - 20 - 60;
+
+/** Smallest gso_size accepted on IPv6: 1280 (RFC 8200 minimum MTU) - 40 (IPv6 header) - 60 (TCP max). */
+export const MIN_GSO_SIZE_IPV6 = 1280 - 40 - 60;
+
+/**
+ * Most segments one GSO frame may yield: the largest IPv4 TCP super-packet (65535 bytes, 40 of them
+ * headers) cut at MIN_GSO_SIZE_IPV4 = 133. Implied by the floor and the 16-bit length; checked anyway so
+ * the bound holds if a floor is ever lowered. (Linux itself has no tighter bound for TCP: gso_max_segs is
+ * 65535.)
+ */
+export const MAX_GSO_SEGMENTS = Math.ceil((MAX_PACKET_SIZE - 20 - 20) / MIN_GSO_SIZE_IPV4);
+
+/**
+ * Most segments of one UDP GSO (UDP_L4) super-packet: Linux's UDP_MAX_SEGMENTS (include/linux/udp.h), 64
+ * in older kernels and 128 in recent ones (raised in 2024). A Linux sender never exceeds it (UDP_SEGMENT sends fail with EINVAL), and the
+ * receiving kernel refuses more in virtio_net_hdr_to_skb; we take the newer, larger value.
+ */
+export const MAX_UDP_GSO_SEGMENTS = 128;

@@ -24,7 +24,13 @@ import type { PacketBatch, TunLike } from '../net/tun.js';
 import { type ControlMessage, DisconnectReason, describeReason, type Route } from '../protocol/control.js';
 import { OFFLOAD_HEADER_SIZE, type OffloadHeader } from '../protocol/frame.js';
 import type { TransportName, TunnelIdentity } from '../protocol/handshake.js';
-import { Session, type SessionCloseReason, type SessionSink, type SessionStats } from '../session/session.js';
+import {
+  type AllowedSources,
+  Session,
+  type SessionCloseReason,
+  type SessionSink,
+  type SessionStats,
+} from '../session/session.js';
 import { TunWriteBatch } from '../session/tun-write-batch.js';
 import type { AddressPool, Lease } from './pool.js';
 import { Router } from './router.js';
@@ -147,6 +153,28 @@ export class TunnelEngine implements SessionSink {
       stream.destroy();
       return;
     }
+    const open = (allowedSources: AllowedSources): Session =>
+      new Session({
+        socket: stream,
+        sink: this,
+        logger,
+        keepaliveMs: this.options.keepaliveMs,
+        allowedSources,
+        initialBytes,
+        offload: this.vnetHdr,
+        mtu: this.options.mtu,
+      });
+    if (this.vnetHdr && !request.offload) {
+      // Our TUN hands over GSO super-packets and partial checksums; a peer without offload could not
+      // take them. Every facade client announces the capability: this is a foreign or outdated one.
+      // Refused before anything changes, so it cannot push out the user's working session.
+      logger.warn('client lacks the offload capability this server uses; refused');
+      open(NO_SOURCES).close(
+        DisconnectReason.PROTOCOL_ERROR,
+        'this server requires the offload capability (Facade-Capabilities: offload)',
+      );
+      return;
+    }
     // Same user again: the newer connection wins (a client that lost its link reconnects before the old
     // session's dead-peer detection fires).
     const previous = this.byUser.get(request.user);
@@ -161,32 +189,14 @@ export class TunnelEngine implements SessionSink {
       if (!isFacadeError(err)) throw err;
       leaseError = err.message;
     }
-    const session = new Session({
-      socket: stream,
-      sink: this,
-      logger,
-      keepaliveMs: this.options.keepaliveMs,
-      allowedSources:
-        lease === undefined
-          ? { ipv4: -1 }
-          : {
-              ipv4: ipv4ToNumber(lease.ipv4),
-              ipv6Key: lease.ipv6 === undefined ? undefined : ipv6ToKey(lease.ipv6),
-            },
-      initialBytes,
-      offload: this.vnetHdr,
-    });
-    if (this.vnetHdr && !request.offload) {
-      // Our TUN hands over GSO super-packets and partial checksums; a peer without offload could not
-      // take them. Every facade client announces the capability: this is a foreign or outdated one.
-      if (lease !== undefined) this.options.pool.release(request.user, lease);
-      logger.warn('client lacks the offload capability this server uses; refused');
-      session.close(
-        DisconnectReason.PROTOCOL_ERROR,
-        'this server requires the offload capability (Facade-Capabilities: offload)',
-      );
-      return;
-    }
+    const session = open(
+      lease === undefined
+        ? NO_SOURCES
+        : {
+            ipv4: ipv4ToNumber(lease.ipv4),
+            ipv6Key: lease.ipv6 === undefined ? undefined : ipv6ToKey(lease.ipv6),
+          },
+    );
     if (lease === undefined) {
       logger.warn({ reason: leaseError }, 'no address for client: pool exhausted');
       session.close(DisconnectReason.POOL_EXHAUSTED, leaseError ?? 'address pool exhausted');
@@ -318,6 +328,9 @@ export class TunnelEngine implements SessionSink {
     for (const session of [...this.peers.keys()]) session.close(reason, message);
   }
 }
+
+/** A session that never gets an address may send from none (-1 is no IPv4 address's number). */
+const NO_SOURCES: AllowedSources = { ipv4: -1 };
 
 function toRoute(cidr: string): Route {
   const parsed = parseCidr(cidr);

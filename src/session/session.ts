@@ -33,6 +33,7 @@ import {
   writeFrameHeader,
   writeOffloadHeader,
 } from '../protocol/frame.js';
+import { OffloadProblem, offloadProblem } from '../protocol/offload-check.js';
 
 /** Output slab size: frames are appended here and written in one piece; 256 KiB holds a full TUN batch. */
 const OUTPUT_SLAB_BYTES = 256 * 1024;
@@ -81,6 +82,11 @@ export interface SessionOptions {
   readonly initialBytes?: Buffer | undefined;
   /** DATA_OFFLOAD frames (virtio_net_hdr metadata, GSO super-packets) on from the start (server side). */
   readonly offload?: boolean;
+  /**
+   * Tunnel MTU, the bound on a peer's GSO segment size (offload-check.ts). Server side: its own; client
+   * side: learnt from CONFIG. Until known, only the 64 KiB packet ceiling bounds it.
+   */
+  readonly mtu?: number;
 }
 
 export interface SessionStats {
@@ -94,6 +100,11 @@ export interface SessionStats {
   invalidDrops: number;
   /** Outbound packets dropped because the peer's socket had too much queued (slow or stalled peer). */
   queueDrops: number;
+  /**
+   * Inbound DATA_OFFLOAD packets whose virtio_net_hdr was refused (offload-check.ts): metadata that would
+   * make our kernel write a checksum outside the transport header or cut the packet into tiny segments.
+   */
+  offloadDrops: number;
 }
 
 export class Session implements FrameSink {
@@ -105,6 +116,7 @@ export class Session implements FrameSink {
     spoofDrops: 0,
     invalidDrops: 0,
     queueDrops: 0,
+    offloadDrops: 0,
   };
   readonly startedAt = Date.now();
 
@@ -114,6 +126,8 @@ export class Session implements FrameSink {
   private readonly decoder: FrameDecoder;
   private readonly allowed: AllowedSources | undefined;
   private offload: boolean;
+  /** Bounds gso_size in onPacket; the client's is set from CONFIG. */
+  private offloadMtu: number;
   private slab: Buffer | null = null;
   private slabUsed = 0;
   private flushFrom = 0;
@@ -130,6 +144,7 @@ export class Session implements FrameSink {
     this.logger = options.logger;
     this.allowed = options.allowedSources;
     this.offload = options.offload ?? false;
+    this.offloadMtu = options.mtu ?? MAX_PACKET_SIZE;
     this.decoder = new FrameDecoder(this, {
       maxPayload: options.maxPacket ?? MAX_PACKET_SIZE,
       offload: this.offload,
@@ -271,6 +286,13 @@ export class Session implements FrameSink {
         return;
       }
     }
+    // The kernel acts on the peer's virtio_net_hdr after the checks above: a checksum written at a
+    // csum_start of the peer's choosing can rewrite the source address just checked, and gso_size 1
+    // turns one frame into a packet per byte. Only what a Linux sender produces for this packet passes.
+    if (offload !== null && offloadProblem(packet, offload, this.offloadMtu) !== OffloadProblem.OK) {
+      this.stats.offloadDrops++;
+      return;
+    }
     this.stats.packetsIn++;
     this.sink.onPacket(this, packet, offload);
   }
@@ -287,6 +309,8 @@ export class Session implements FrameSink {
         this.finish({ code: message.reason, message: message.message, byPeer: true });
         return;
       default:
+        // The client learns the tunnel MTU here, before the first DATA_OFFLOAD frame can follow.
+        if (message.type === 'config') this.offloadMtu = message.mtu;
         this.sink.onControl(this, message);
     }
   }

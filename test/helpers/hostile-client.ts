@@ -1,0 +1,88 @@
+// A hand-driven tunnel client for attack tests, run inside a test namespace (a socket cannot be opened in
+// another namespace from the test process):
+//
+//   node hostile-client.js HOST PORT PATH USER PASSWORD
+//
+// Opens TLS (any certificate), sends the upgrade with valid credentials and the offload capability, and
+// prints one JSON line {"event":"config",...} with the CONFIG it gets. Then every stdin line is a frame in
+// base64, written to the tunnel as is; after each, {"event":"sent","n":N} once the socket took it. Echo
+// requests are answered so the session stays up; packets from the server are ignored.
+
+import { connect } from 'node:tls';
+import { decodeControl, encodeControlFrame } from '../../src/protocol/control.js';
+import { deriveClientKey, encodeAuthorization, passwordFromText } from '../../src/protocol/credentials.js';
+import { FrameDecoder } from '../../src/protocol/decoder.js';
+import { responseStatus, upgradeRequest } from '../../src/protocol/handshake.js';
+import { findHeadEnd } from '../../src/protocol/http-head.js';
+
+const [host, port, path, user, password] = process.argv.slice(2) as [string, string, string, string, string];
+
+function say(event: Record<string, unknown>): void {
+  process.stdout.write(`${JSON.stringify(event)}\n`);
+}
+
+const key = await deriveClientKey(user, passwordFromText(password));
+const socket = connect({ host, port: Number(port), rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] });
+socket.on('error', (err) => {
+  say({ event: 'error', message: err.message });
+  process.exit(1);
+});
+socket.on('close', () => {
+  say({ event: 'closed' });
+  process.exit(0);
+});
+await new Promise<void>((resolve) => socket.once('secureConnect', () => resolve()));
+socket.write(
+  upgradeRequest({
+    target: path,
+    host: `${host}:${port}`,
+    authorization: encodeAuthorization(user, key),
+    capabilities: { offload: true },
+  }),
+);
+
+const decoder = new FrameDecoder({
+  onPacket: () => undefined,
+  onControl: (payload) => {
+    const message = decodeControl(payload);
+    if (message.type === 'config') {
+      if (message.offload) decoder.configure({ offload: true });
+      say({ event: 'config', ...message });
+    } else if (message.type === 'echo-request') {
+      socket.write(
+        encodeControlFrame({ type: 'echo-reply', seq: message.seq, timestamp: message.timestamp }),
+      );
+    } else if (message.type === 'disconnect') {
+      say({ event: 'disconnect', reason: message.reason, message: message.message });
+    }
+  },
+});
+
+let head = Buffer.alloc(0);
+const onHead = (chunk: Buffer): void => {
+  head = Buffer.concat([head, chunk]);
+  const end = findHeadEnd(head);
+  if (end < 0) return;
+  socket.removeListener('data', onHead);
+  const status = responseStatus(head.subarray(0, end));
+  if (status !== 101) {
+    say({ event: 'refused', status });
+    process.exit(1);
+  }
+  socket.on('data', (data: Buffer) => decoder.push(data));
+  if (head.length > end) decoder.push(head.subarray(end));
+};
+socket.on('data', onHead);
+
+let sent = 0;
+let pending = '';
+process.stdin.on('data', (chunk: Buffer) => {
+  pending += chunk.toString('utf8');
+  const lines = pending.split('\n');
+  pending = lines.pop() ?? '';
+  for (const line of lines) {
+    if (line.trim() === '') continue;
+    socket.write(Buffer.from(line, 'base64'), () => say({ event: 'sent', n: ++sent }));
+  }
+});
+process.stdin.on('end', () => socket.end());
