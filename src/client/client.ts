@@ -22,20 +22,40 @@ import { Backoff } from './backoff.js';
 import { connectTunnel, PermanentConnectError } from './connect.js';
 import { ClientNetwork } from './routes.js';
 
+/** What the client needs of the host's network configuration: routes.ts's ClientNetwork by default. */
+export interface ClientNetworkLike {
+  /** Applies a CONFIG to the TUN (again on every reconnect); returns the routes now in place. */
+  apply(
+    config: ConfigMessage,
+    options: { fullTunnel: boolean; serverAddress: string; dns: boolean },
+  ): Promise<string[]>;
+  /** Removes what apply() added. */
+  undo(): Promise<void>;
+}
+
 export interface TunnelClientOptions {
   readonly config: ClientConfig;
   readonly logger: Logger;
   /** Opens the TUN; injected so tests and the CLI decide names and flags. */
   readonly openTun: (options: { vnetHdr: boolean }) => TunLike;
+  /**
+   * Configures the host for a TUN (addresses, routes, DNS). Default: ClientNetwork, which runs `ip` and
+   * needs root; a TUN without a kernel device (net/memory-tun.ts) needs a network that does nothing.
+   */
+  readonly network?: (tunName: string, logger: Logger) => ClientNetworkLike;
 }
+
+const hostNetwork = (tunName: string, logger: Logger): ClientNetworkLike =>
+  new ClientNetwork(tunName, logger);
 
 export class TunnelClient implements SessionSink {
   private readonly config: ClientConfig;
   private readonly logger: Logger;
   private readonly openTun: (options: { vnetHdr: boolean }) => TunLike;
+  private readonly createNetwork: (tunName: string, logger: Logger) => ClientNetworkLike;
   private readonly backoff = new Backoff();
   private tun: TunLike | undefined;
-  private network: ClientNetwork | undefined;
+  private network: ClientNetworkLike | undefined;
   private session: Session | undefined;
   private serverAddress = '';
   private clientKey: Buffer | undefined;
@@ -54,6 +74,7 @@ export class TunnelClient implements SessionSink {
     this.config = options.config;
     this.logger = options.logger;
     this.openTun = options.openTun;
+    this.createNetwork = options.network ?? hostNetwork;
     this.done = new Promise((resolve) => {
       this.settleStop = resolve;
     });
@@ -164,9 +185,9 @@ export class TunnelClient implements SessionSink {
       this.tun.onError(this.onTunError);
       this.tun.onBatch(this.onTunBatch);
       this.toTun = new TunWriteBatch(this.tun, this.tun.vnetHdr, this.onTunError);
-      this.network = new ClientNetwork(this.tun.name, this.logger);
+      this.network = this.createNetwork(this.tun.name, this.logger);
     }
-    const routes = await (this.network as ClientNetwork).apply(config, {
+    const routes = await (this.network as ClientNetworkLike).apply(config, {
       fullTunnel: this.config.fullTunnel,
       serverAddress: this.serverAddress,
       dns: this.config.dns,

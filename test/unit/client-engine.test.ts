@@ -1,0 +1,252 @@
+// The whole tunnel without root: the server's own front (decoy site, front door, upgrade acceptor) over
+// TLS with a self-signed certificate, the real authenticator over a real users file, a TunnelEngine on a
+// MemoryTun; and a TunnelClient on a MemoryTun whose network configuration is only recorded. What one
+// MemoryTun is given comes out of the other.
+
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Duplex } from 'node:stream';
+import { type TestContext, test } from 'node:test';
+import { loadOrCreateSelfSigned } from '../../src/certs/self-signed.js';
+import { type ClientNetworkLike, TunnelClient } from '../../src/client/client.js';
+import type { ClientConfig } from '../../src/config/schema.js';
+import { createLogger } from '../../src/core/log.js';
+import { TunnelEngine } from '../../src/engine/engine.js';
+import { AddressPool } from '../../src/engine/pool.js';
+import { createFront } from '../../src/front/front.js';
+import { MemoryTun } from '../../src/net/memory-tun.js';
+import type { ConfigMessage } from '../../src/protocol/control.js';
+import { GsoType, OFFLOAD_HEADER_SIZE, OffloadFlag, type OffloadHeader } from '../../src/protocol/frame.js';
+import { createAuthenticator } from '../../src/users/authenticator.js';
+import { UsersFile } from '../../src/users/users-file.js';
+import { echoReply } from '../helpers/icmp.js';
+import { icmpEchoRequest4 } from '../helpers/packets.js';
+import { within } from '../helpers/wait.js';
+
+const logger = createLogger({ level: 'silent' });
+
+const TUNNEL_PATH = '/k2b9x7/connect';
+const USER = 'alice';
+const PASSWORD = 'correct horse battery staple';
+const SERVER_V4 = '198.18.4.1';
+const CLIENT_V4 = '198.18.4.2';
+
+/** "Checksum already verified": offload metadata any IP packet may carry, ICMP included. */
+const VERIFIED: OffloadHeader = {
+  flags: OffloadFlag.DATA_VALID,
+  gsoType: GsoType.NONE,
+  hdrLen: 0,
+  gsoSize: 0,
+  csumStart: 0,
+  csumOffset: 0,
+};
+const VERIFIED_BYTES = Buffer.from([2, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+
+/** The client's network configuration, recorded instead of applied. */
+class RecordingNetwork implements ClientNetworkLike {
+  readonly applied: ConfigMessage[] = [];
+  undos = 0;
+
+  constructor(
+    readonly tunName: string,
+    private readonly onApply: (config: ConfigMessage) => void,
+  ) {}
+
+  async apply(config: ConfigMessage): Promise<string[]> {
+    this.applied.push(config);
+    this.onApply(config);
+    return config.routes.map((r) => `${r.address}/${r.prefix}`);
+  }
+
+  async undo(): Promise<void> {
+    this.undos++;
+  }
+}
+
+interface Stack {
+  readonly client: TunnelClient;
+  readonly serverTun: MemoryTun;
+  readonly engine: TunnelEngine;
+  /** The client's TUNs as it opened them (one, unless the server's offload setting changed). */
+  readonly clientTuns: MemoryTun[];
+  readonly networks: RecordingNetwork[];
+  /** The first CONFIG the client applied (it opens its TUN and network on that CONFIG). */
+  readonly configured: Promise<ConfigMessage>;
+  /** Streams the acceptor handed to the engine. */
+  readonly attached: Duplex[];
+  readonly fatal: Error[];
+}
+
+/** Server and client on 127.0.0.1; the client is started with `password` (the right one by default). */
+async function startStack(t: TestContext, options: { offload: boolean; password?: string }): Promise<Stack> {
+  const dir = await mkdtemp(join(tmpdir(), 'facade-stack-'));
+  const closers: (() => unknown)[] = [() => rm(dir, { recursive: true, force: true })];
+  // Last opened, first closed: the client, then the engine's sessions, then the site (its close waits
+  // for every connection, tunnels included), the pool, the TUNs.
+  t.after(async () => {
+    for (const close of closers.reverse()) await close();
+  });
+
+  const certificate = await loadOrCreateSelfSigned(dir, { names: ['localhost'] });
+  const users = await UsersFile.load(join(dir, 'users.json'), { allowMissing: true });
+  await users.add(USER, PASSWORD);
+  await users.save();
+
+  const pool = new AddressPool({
+    ipv4: '198.18.4.0/24',
+    ipv6: 'fd00:18:4::/64',
+    statePath: join(dir, 'leases.json'),
+  });
+  closers.push(() => pool.close());
+  const serverTun = new MemoryTun({ name: 'mem-s0', vnetHdr: options.offload });
+  closers.push(() => serverTun.close());
+  const fatal: Error[] = [];
+  const engine = new TunnelEngine({
+    tun: serverTun,
+    pool,
+    logger,
+    mtu: 1400,
+    keepaliveMs: 0,
+    clientToClient: false,
+    routes: [],
+    dns: [],
+    staticAddresses: () => undefined,
+    onFatal: (err) => fatal.push(err),
+  });
+  const attached: Duplex[] = [];
+  const front = await createFront({
+    tls: { key: certificate.key, cert: certificate.cert },
+    tunnelPath: TUNNEL_PATH,
+    authenticate: createAuthenticator(users),
+    host: {
+      attach(stream, identity, initialBytes, meta) {
+        attached.push(stream);
+        engine.attach(stream, identity, initialBytes, meta);
+      },
+    },
+    logger,
+  });
+  closers.push(() => front.close());
+  closers.push(() => engine.close());
+  const port = await front.listen('127.0.0.1', 0);
+
+  const passwordFile = join(dir, 'password');
+  await writeFile(passwordFile, `${options.password ?? PASSWORD}\n`, { mode: 0o600 });
+  const config: ClientConfig = {
+    url: new URL(`https://127.0.0.1:${port}${TUNNEL_PATH}`),
+    user: USER,
+    passwordFile,
+    pin: certificate.fingerprint,
+    fullTunnel: false,
+    plaintext: false,
+    tunName: 'mem-c0',
+    keepaliveMs: 0,
+    dns: false,
+    offload: options.offload,
+    logLevel: 'silent',
+  };
+  const clientTuns: MemoryTun[] = [];
+  const networks: RecordingNetwork[] = [];
+  let onApply: (config: ConfigMessage) => void = () => undefined;
+  const configured = new Promise<ConfigMessage>((resolve) => {
+    onApply = resolve;
+  });
+  const client = new TunnelClient({
+    config,
+    logger,
+    openTun: ({ vnetHdr }) => {
+      const tun = new MemoryTun({ name: config.tunName, vnetHdr });
+      clientTuns.push(tun);
+      return tun;
+    },
+    network: (tunName) => {
+      const network = new RecordingNetwork(tunName, onApply);
+      networks.push(network);
+      return network;
+    },
+  });
+  closers.push(() => client.stop());
+  await client.start();
+  return { client, serverTun, engine, clientTuns, networks, configured, attached, fatal };
+}
+
+/** The IP packet of a packet written to a TUN, and its virtio header when the TUN has one. */
+function split(written: Buffer, vnetHdr: boolean): { header: Buffer | undefined; packet: Buffer } {
+  if (!vnetHdr) return { header: undefined, packet: written };
+  return { header: written.subarray(0, OFFLOAD_HEADER_SIZE), packet: written.subarray(OFFLOAD_HEADER_SIZE) };
+}
+
+for (const offload of [false, true]) {
+  test(`a ping crosses the tunnel both ways, offload ${offload ? 'on' : 'off'}`, async (t) => {
+    const { client, serverTun, engine, clientTuns, networks, configured, fatal } = await startStack(t, {
+      offload,
+    });
+    const config = await within(configured, 'the client to apply CONFIG');
+    assert.equal(networks.length, 1);
+    assert.deepEqual(networks[0]?.applied, [config]);
+    assert.equal(networks[0]?.tunName, 'mem-c0', 'configured for the TUN the client opened');
+    assert.deepEqual(config.ipv4, { address: CLIENT_V4, prefix: 24 });
+    assert.equal(config.serverIpv4, SERVER_V4);
+    assert.equal(config.offload, offload);
+    const clientTun = clientTuns[0] as MemoryTun;
+    assert.equal(clientTuns.length, 1);
+    assert.equal(clientTun.vnetHdr, offload, 'the client TUN follows the server offload setting');
+    assert.deepEqual(
+      engine.sessions().map((s) => [s.user, s.transport, s.ipv4]),
+      [[USER, 'upgrade', CLIENT_V4]],
+    );
+
+    // Client -> server: what the client's kernel would send into its TUN comes out of the server's.
+    const request = icmpEchoRequest4(CLIENT_V4, SERVER_V4, 1);
+    clientTun.inject([request], offload ? VERIFIED : undefined);
+    const [atServer] = await within(serverTun.whenWritten(1), 'the echo request on the server TUN');
+    const up = split(atServer as Buffer, offload);
+    assert.deepEqual(up.packet, request);
+    if (offload) assert.deepEqual(up.header, VERIFIED_BYTES, 'offload metadata crossed with the packet');
+
+    // Server -> client: the server's kernel answers; the reply comes out of the client's TUN.
+    const reply = echoReply(up.packet, 0, up.packet.length);
+    assert.ok(reply !== null, 'what arrived is an ICMP echo request');
+    serverTun.inject([reply], offload ? VERIFIED : undefined);
+    const [atClient] = await within(clientTun.whenWritten(1), 'the echo reply on the client TUN');
+    const down = split(atClient as Buffer, offload);
+    assert.deepEqual(down.packet, reply);
+    if (offload) assert.deepEqual(down.header, VERIFIED_BYTES, 'offload metadata crossed with the packet');
+
+    assert.equal(client.fatalError, undefined);
+    assert.equal(client.noSessionDrops, 0);
+    assert.deepEqual(fatal, []);
+  });
+}
+
+test('a wrong password makes the client stop with a fatal error', async (t) => {
+  const { client, engine, clientTuns, networks, attached } = await startStack(t, {
+    offload: false,
+    password: 'not the password at all',
+  });
+  await within(client.done, 'the client to give up');
+  assert.match(client.fatalError?.message ?? '', /answered HTTP 404 like a website/);
+  assert.equal(attached.length, 0, 'the front never handed the connection to the engine');
+  assert.equal(engine.sessions().length, 0);
+  assert.equal(clientTuns.length, 0, 'no TUN was opened');
+  assert.equal(networks.length, 0, 'the network was never touched');
+});
+
+test('stop() disconnects, undoes the network configuration and closes the TUN', async (t) => {
+  const { client, engine, clientTuns, networks, configured, attached } = await startStack(t, {
+    offload: false,
+  });
+  await within(configured, 'the client to apply CONFIG');
+  const serverStream = attached[0] as Duplex;
+  const closed = once(serverStream, 'close');
+  await client.stop();
+  await within(client.done, 'done to settle');
+  assert.equal(client.fatalError, undefined);
+  assert.equal(networks[0]?.undos, 1);
+  assert.equal(clientTuns[0]?.closed, true);
+  await within(closed, 'the server side of the tunnel to close');
+  assert.equal(engine.sessions().length, 0, 'the engine ended the session');
+});
