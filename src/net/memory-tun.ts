@@ -17,7 +17,6 @@
 
 import { facadeError } from '../core/errors.js';
 import { MAX_PACKET_SIZE, TUN_BATCH_BYTES, TUN_BATCH_PACKETS } from '../core/limits.js';
-import { type OffloadHeader, writeOffloadHeader } from '../protocol/frame.js';
 import { type PacketBatch, type TunLike, type TunStats, VNET_HDR_SIZE } from './tun.js';
 
 export interface MemoryTunOptions {
@@ -36,7 +35,7 @@ export interface MemoryTunOptions {
 /** A packet waiting while reading is stopped: a copy, since the caller may reuse its buffer. */
 interface HeldPacket {
   readonly packet: Buffer;
-  readonly offload: OffloadHeader | undefined;
+  readonly vnetHeader: Uint8Array | undefined;
 }
 
 interface WriteWaiter {
@@ -116,25 +115,28 @@ export class MemoryTun implements TunLike {
 
   /**
    * Packets "from the host" for the tunnel: IP packets, without a virtio_net_hdr. With vnetHdr each is
-   * given `offload` as its header (zeros when absent: a plain packet). Delivered before this returns, in
+   * given `vnetHeader` (the 10 raw bytes of a virtio_net_hdr; zeros when absent: a plain packet). The TUN
+   * does not read the header, as the kernel's does not for us: it is the protocol's business. Delivered before this returns, in
    * as few batches as the batch buffer allows; held (copied) while reading is paused.
    */
-  inject(packets: readonly Uint8Array[], offload?: OffloadHeader): void {
+  inject(packets: readonly Uint8Array[], vnetHeader?: Uint8Array): void {
     this.#assertOpen();
+    if (vnetHeader !== undefined && vnetHeader.length !== VNET_HDR_SIZE)
+      throw new RangeError(`a virtio_net_hdr has ${VNET_HDR_SIZE} bytes, not ${vnetHeader.length}`);
     for (const packet of packets) {
       if (packet.length < 1 || packet.length > MAX_PACKET_SIZE)
         throw new RangeError(`a TUN packet has 1..${MAX_PACKET_SIZE} bytes, not ${packet.length}`);
     }
     // Held packets go first; a handler injecting while it runs must not overwrite the batch it reads.
     if (this.#delivering || !this.#reading() || this.#held.length > 0) {
-      this.#hold(packets, offload);
+      this.#hold(packets, vnetHeader);
       this.#deliverHeld();
       return;
     }
-    const delivered = this.#deliver(packets, offload);
+    const delivered = this.#deliver(packets, vnetHeader);
     if (delivered < packets.length) {
       // The handler stopped reading: the rest waits, ahead of anything it injected meanwhile.
-      const rest = packets.slice(delivered).map((packet) => ({ packet: Buffer.from(packet), offload }));
+      const rest = packets.slice(delivered).map((packet) => ({ packet: Buffer.from(packet), vnetHeader }));
       this.#held.unshift(...rest);
     }
     this.#deliverHeld();
@@ -209,20 +211,20 @@ export class MemoryTun implements TunLike {
     return this.#handler !== undefined && !this.#paused && !this.#readFailed && !this.#closed;
   }
 
-  #hold(packets: readonly Uint8Array[], offload: OffloadHeader | undefined): void {
-    for (const packet of packets) this.#held.push({ packet: Buffer.from(packet), offload });
+  #hold(packets: readonly Uint8Array[], vnetHeader: Uint8Array | undefined): void {
+    for (const packet of packets) this.#held.push({ packet: Buffer.from(packet), vnetHeader });
   }
 
   /** Delivers held packets while reading, in order; neighbours with the same header go in one call. */
   #deliverHeld(): void {
     const held = this.#held;
     while (!this.#delivering && this.#reading() && held.length > 0) {
-      const offload = held[0]?.offload;
+      const vnetHeader = held[0]?.vnetHeader;
       let run = 1;
-      while (run < held.length && held[run]?.offload === offload) run++;
+      while (run < held.length && held[run]?.vnetHeader === vnetHeader) run++;
       const delivered = this.#deliver(
         held.slice(0, run).map((h) => h.packet),
-        offload,
+        vnetHeader,
       );
       held.splice(0, delivered);
     }
@@ -232,7 +234,7 @@ export class MemoryTun implements TunLike {
    * Fills the batch buffer as the native reader does and hands it over, batch after batch, until every
    * packet went or the handler stopped reading. Returns how many packets were delivered.
    */
-  #deliver(packets: readonly Uint8Array[], offload: OffloadHeader | undefined): number {
+  #deliver(packets: readonly Uint8Array[], vnetHeader: Uint8Array | undefined): number {
     const batch = this.#batch;
     const { buffer, offsets, lengths } = batch;
     const header = this.vnetHdr ? VNET_HDR_SIZE : 0;
@@ -248,8 +250,8 @@ export class MemoryTun implements TunLike {
           if (start + this.#maxRead > buffer.length) break;
           const packet = packets[delivered + count] as Uint8Array;
           if (header > 0) {
-            if (offload === undefined) buffer.fill(0, start, start + header);
-            else writeOffloadHeader(buffer, start, offload);
+            if (vnetHeader === undefined) buffer.fill(0, start, start + header);
+            else buffer.set(vnetHeader, start);
           }
           buffer.set(packet, start + header);
           offsets[count] = start;

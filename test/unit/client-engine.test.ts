@@ -19,7 +19,7 @@ import { AddressPool } from '../../src/engine/pool.js';
 import { createFront } from '../../src/front/front.js';
 import { MemoryTun } from '../../src/net/memory-tun.js';
 import type { ConfigMessage } from '../../src/protocol/control.js';
-import { GsoType, OFFLOAD_HEADER_SIZE, OffloadFlag, type OffloadHeader } from '../../src/protocol/frame.js';
+import { OFFLOAD_HEADER_SIZE } from '../../src/protocol/frame.js';
 import { createAuthenticator } from '../../src/users/authenticator.js';
 import { UsersFile } from '../../src/users/users-file.js';
 import { echoReply } from '../helpers/icmp.js';
@@ -34,15 +34,7 @@ const PASSWORD = 'correct horse battery staple';
 const SERVER_V4 = '198.18.4.1';
 const CLIENT_V4 = '198.18.4.2';
 
-/** "Checksum already verified": offload metadata any IP packet may carry, ICMP included. */
-const VERIFIED: OffloadHeader = {
-  flags: OffloadFlag.DATA_VALID,
-  gsoType: GsoType.NONE,
-  hdrLen: 0,
-  gsoSize: 0,
-  csumStart: 0,
-  csumOffset: 0,
-};
+/** "Checksum already verified" (DATA_VALID): offload metadata any IP packet may carry, ICMP included. */
 const VERIFIED_BYTES = Buffer.from([2, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
 
 /** The client's network configuration, recorded instead of applied. */
@@ -201,7 +193,7 @@ for (const offload of [false, true]) {
 
     // Client -> server: what the client's kernel would send into its TUN comes out of the server's.
     const request = icmpEchoRequest4(CLIENT_V4, SERVER_V4, 1);
-    clientTun.inject([request], offload ? VERIFIED : undefined);
+    clientTun.inject([request], offload ? VERIFIED_BYTES : undefined);
     const [atServer] = await within(serverTun.whenWritten(1), 'the echo request on the server TUN');
     const up = split(atServer as Buffer, offload);
     assert.deepEqual(up.packet, request);
@@ -210,7 +202,7 @@ for (const offload of [false, true]) {
     // Server -> client: the server's kernel answers; the reply comes out of the client's TUN.
     const reply = echoReply(up.packet, 0, up.packet.length);
     assert.ok(reply !== null, 'what arrived is an ICMP echo request');
-    serverTun.inject([reply], offload ? VERIFIED : undefined);
+    serverTun.inject([reply], offload ? VERIFIED_BYTES : undefined);
     const [atClient] = await within(clientTun.whenWritten(1), 'the echo reply on the client TUN');
     const down = split(atClient as Buffer, offload);
     assert.deepEqual(down.packet, reply);
