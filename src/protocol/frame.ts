@@ -32,8 +32,6 @@ export const FrameType = {
   CONTROL: 0x10,
 } as const;
 
-export type FrameTypeValue = (typeof FrameType)[keyof typeof FrameType];
-
 /** Name of a frame type for logs and error messages; unknown types are shown in hex. */
 export function frameTypeName(type: number): string {
   switch (type) {

@@ -1,8 +1,8 @@
 // Runs the real `facade` binary (dist/src/cli.js) inside test namespaces and waits for what it logs.
 
 import { type ChildProcess, spawn } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
+import { readStatusFile, type StatusSnapshot } from '../../src/server/status.js';
 import type { Netns } from './netns.js';
 
 export const CLI = fileURLToPath(new URL('../../src/cli.js', import.meta.url));
@@ -105,34 +105,17 @@ export function startFacade(
   };
 }
 
-/** What the server writes to `<state-dir>/status.json` (the parts tests read). */
-export interface ServerStatus {
-  sessions: Array<{
-    user: string;
-    ipv4: string;
-    spoofDrops: number;
-    queueDrops: number;
-    packetsIn: number;
-    packetsOut: number;
-  }>;
-  engine: { sessions: number; clientToClientDrops: number; unknownDestinationDrops: number };
-}
-
 /** Polls `<stateDir>/status.json` until `predicate` holds. */
 export async function waitForStatus(
   stateDir: string,
-  predicate: (status: ServerStatus) => boolean,
+  predicate: (status: StatusSnapshot) => boolean,
   timeoutMs = 15_000,
-): Promise<ServerStatus> {
+): Promise<StatusSnapshot> {
   const deadline = Date.now() + timeoutMs;
-  let last: ServerStatus | undefined;
+  let last: StatusSnapshot | undefined;
   while (Date.now() < deadline) {
-    try {
-      last = JSON.parse(await readFile(`${stateDir}/status.json`, 'utf8')) as ServerStatus;
-      if (predicate(last)) return last;
-    } catch {
-      // not written yet
-    }
+    last = await readStatusFile(stateDir);
+    if (last !== undefined && predicate(last)) return last;
     await new Promise((resolve) => setTimeout(resolve, 250));
   }
   throw new Error(`status never matched; last: ${JSON.stringify(last)}`);
