@@ -6,6 +6,7 @@
 
 import { readFileSync } from 'node:fs';
 import type { ClientConfig } from '../config/schema.js';
+import { facadeError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import type { PacketBatch, TunLike } from '../net/tun.js';
 import {
@@ -57,6 +58,8 @@ export class TunnelClient implements SessionSink {
   private tun: TunLike | undefined;
   private network: ClientNetworkLike | undefined;
   private session: Session | undefined;
+  /** Sessions that have had their CONFIG. */
+  private readonly configured = new WeakSet<Session>();
   private serverAddress = '';
   private clientKey: Buffer | undefined;
   private toTun: TunWriteBatch | undefined;
@@ -164,6 +167,13 @@ export class TunnelClient implements SessionSink {
 
   onControl(session: Session, message: ControlMessage): void {
     if (message.type !== 'config') return;
+    // A session is configured once: a second CONFIG (more routes, other DNS seconds later) is not a
+    // refresh we take on trust but a protocol error that ends the session (docs/PROTOCOL.md).
+    if (this.configured.has(session))
+      throw facadeError('CONTROL_INVALID', [
+        'a second CONFIG in one session (a server configures a session once)',
+      ]);
+    this.configured.add(session);
     // From the next frame on the server may send DATA_OFFLOAD: switch the decoder before returning.
     if (message.offload) session.enableOffload();
     void this.applyConfig(message).catch((err: unknown) => {

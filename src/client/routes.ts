@@ -1,5 +1,6 @@
 // Applies the server's CONFIG to the client's TUN (addresses, MTU, routes, DNS) and undoes exactly what
-// it added. Full tunnel uses two halves (0/1 and 128/1, ::/1 and 8000::/1), more specific than any default
+// it added. What a server may push is limited by route-policy.ts: without --full-tunnel no route that
+// takes over the host's traffic, and pushed DNS only for the pushed domains. Full tunnel uses two halves (0/1 and 128/1, ::/1 and 8000::/1), more specific than any default
 // route, so the existing default route is never touched, plus a host route keeping the server itself
 // reachable outside the tunnel.
 
@@ -19,6 +20,7 @@ import {
 } from '../net/ifconfig.js';
 import { addressBytes, clearHostBits } from '../net/packet.js';
 import type { ConfigMessage } from '../protocol/control.js';
+import { decideDns, decideRoutes } from './route-policy.js';
 
 const run = promisify(execFile);
 
@@ -59,7 +61,13 @@ export class ClientNetwork {
     const own = [config.ipv4, config.ipv6]
       .filter((a) => a !== undefined)
       .map((a) => networkOf(a.address, a.prefix));
-    for (const route of config.routes) {
+    const { accepted, refused } = decideRoutes(config.routes, options);
+    for (const route of refused)
+      this.logger.warn(
+        { route: route.cidr, why: route.why },
+        `pushed route ${route.cidr} refused: ${route.why}`,
+      );
+    for (const route of accepted) {
       const cidr = `${route.address}/${route.prefix}`;
       if (!own.includes(networkOf(route.address, route.prefix))) wanted.push({ cidr, dev: this.dev });
     }
@@ -85,19 +93,32 @@ export class ClientNetwork {
         if (!(err instanceof Error && /File exists/i.test(err.message))) throw err;
       }
     }
-    if (options.dns && config.dns.length > 0 && !this.dnsApplied) await this.applyDns(config.dns);
+    if (!this.dnsApplied) {
+      const dns = decideDns(config, options);
+      if (dns.apply) await this.applyDns(dns.servers, dns.domains, dns.defaultRoute);
+      else if (config.dns.length > 0)
+        this.logger.info({ dns: config.dns }, `pushed DNS servers not used: ${dns.why}`);
+    }
     return this.added.map((r) => r.cidr);
   }
 
-  private async applyDns(servers: readonly string[]): Promise<void> {
+  private async applyDns(
+    servers: readonly string[],
+    domains: readonly string[],
+    defaultRoute: boolean,
+  ): Promise<void> {
     try {
       await run('resolvectl', ['dns', this.dev, ...servers]);
-      await run('resolvectl', ['domain', this.dev, '~.']);
+      await run('resolvectl', ['domain', this.dev, ...domains]);
+      await run('resolvectl', ['default-route', this.dev, defaultRoute ? 'yes' : 'no']);
       this.dnsApplied = true;
-      this.logger.info({ dns: servers }, 'DNS servers set on the tunnel interface (systemd-resolved)');
+      this.logger.info(
+        { dns: servers, domains },
+        'DNS servers set on the tunnel interface (systemd-resolved)',
+      );
     } catch {
       this.logger.warn(
-        { dns: servers },
+        { dns: servers, domains },
         'the server pushed DNS servers but resolvectl is not available: set them by hand',
       );
     }

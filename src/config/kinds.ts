@@ -4,6 +4,7 @@
 
 import { isIP } from 'node:net';
 import { parseCidr } from '../net/packet.js';
+import { isDnsDomain } from '../protocol/control.js';
 import { parsePin } from '../protocol/pin.js';
 import type { ListenAddress } from './schema.js';
 
@@ -95,6 +96,10 @@ export function convert<T, U>(kind: Kind<T>, to: (value: T) => U): Kind<U> {
 
 export function ipAddress(value: string): string {
   return isIP(value) === 0 ? problem(`"${value}" is not an IP address`) : value;
+}
+
+export function dnsDomain(value: string): string {
+  return isDnsDomain(value) ? value : problem(`"${value}" is not a domain name`);
 }
 
 export function addressPrefix(value: string, family?: 4 | 6): string {

@@ -26,6 +26,7 @@ export interface ServerConfig {
   readonly clientToClient: boolean;
   readonly mtu: number;
   readonly dns: readonly string[];
+  readonly dnsDomains: readonly string[];
   readonly routes: readonly string[];
   readonly tunName: string;
   readonly keepaliveMs: number;

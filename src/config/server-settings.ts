@@ -4,6 +4,7 @@ import { DEFAULT_TUNNEL_MTU, MIN_TUNNEL_MTU } from '../core/limits.js';
 import { keepaliveMs, logLevel, offload, plaintext, tunName } from './common-settings.js';
 import {
   addressPrefix,
+  dnsDomain,
   integer,
   ipAddress,
   list,
@@ -77,6 +78,10 @@ export const SERVER_SETTINGS = {
   dns: withDefault(list('A,B', ipAddress), '', {
     flag: 'dns',
     help: 'DNS servers pushed to clients, comma-separated',
+  }),
+  dnsDomains: withDefault(list('NAME,…', dnsDomain), '', {
+    flag: 'dns-domain',
+    help: 'domains the pushed DNS servers answer for; clients without --full-tunnel use them for these only',
   }),
   routes: withDefault(
     list('CIDR', (route) => addressPrefix(route), 'repeated'),

@@ -17,7 +17,7 @@
 // (server/server.ts) shuts the server down and exits non-zero.
 
 import type { Duplex } from 'node:stream';
-import { isFacadeError } from '../core/errors.js';
+import { facadeError, isFacadeError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import { ipv4ToNumber, ipv6ToKey, parseCidr } from '../net/packet.js';
 import type { PacketBatch, TunLike } from '../net/tun.js';
@@ -46,6 +46,8 @@ export interface EngineOptions {
   /** Extra prefixes pushed to clients as routes (the pools themselves always are). */
   readonly routes: readonly string[];
   readonly dns: readonly string[];
+  /** Domains the pushed DNS servers answer for. */
+  readonly dnsDomains: readonly string[];
   /** A user's static addresses (facade user add --static-ipv4), if any. */
   readonly staticAddresses: (user: string) => StaticAddresses | undefined;
   /** The engine stopped on a failure no session can survive (the TUN failed); called once. */
@@ -225,6 +227,7 @@ export class TunnelEngine implements SessionSink {
       mtu: this.options.mtu,
       routes: routes.map(toRoute),
       dns: [...this.options.dns],
+      dnsDomains: [...this.options.dnsDomains],
       keepaliveMs: this.options.keepaliveMs,
       offload: this.vnetHdr,
     });
@@ -276,12 +279,9 @@ export class TunnelEngine implements SessionSink {
     this.toTun.flush();
   }
 
-  onControl(session: Session, message: ControlMessage): void {
-    const peer = this.peers.get(session);
-    this.options.logger.debug(
-      { user: peer?.user, type: message.type },
-      'ignoring control message from client',
-    );
+  /** Echo and DISCONNECT are the session's own business; anything else from a client (CONFIG) is an error. */
+  onControl(_session: Session, message: ControlMessage): void {
+    throw facadeError('CONTROL_INVALID', [`a client may not send ${message.type.toUpperCase()}`]);
   }
 
   onClose(session: Session, reason: SessionCloseReason): void {

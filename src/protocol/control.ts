@@ -39,6 +39,11 @@ export const ConfigTag = {
   KEEPALIVE_MS: 0x08,
   /** u8 0 or 1: whether DATA_OFFLOAD frames are in use in this session. Absent: 0. */
   OFFLOAD: 0x09,
+  /**
+   * A DNS domain the pushed DNS servers answer for (ASCII, letters/digits/hyphens, dot-separated, 1..253
+   * bytes). Repeatable. Without --full-tunnel a client sends only these domains to the pushed servers.
+   */
+  DNS_DOMAIN: 0x0a,
 } as const;
 
 /** Why a session ended, carried by DISCONNECT. Codes are never reused; a receiver accepts unknown ones. */
@@ -123,6 +128,8 @@ export interface ConfigMessage {
   mtu: number;
   routes: Route[];
   dns: string[];
+  /** Domains the pushed DNS servers answer for (absent: none pushed). */
+  dnsDomains?: string[];
   keepaliveMs: number;
   offload: boolean;
 }
@@ -235,6 +242,10 @@ function encodeConfig(msg: ConfigMessage): Buffer {
     return { family: route.family, prefix: route.prefix, bytes };
   });
   const dns = msg.dns.map((text) => parseAddress(text, isIPv6(text) ? 6 : 4, 'dns server'));
+  const dnsDomains = (msg.dnsDomains ?? []).map((name) => {
+    if (!isDnsDomain(name)) throw invalid(`dns domain ${JSON.stringify(name)} is not a domain name`);
+    return Buffer.from(name, 'latin1');
+  });
 
   let size = TLV_HEADER_SIZE + 5 + TLV_HEADER_SIZE + 2 + TLV_HEADER_SIZE + 4 + TLV_HEADER_SIZE + 1;
   if (ipv6 !== null) size += TLV_HEADER_SIZE + 17;
@@ -242,6 +253,7 @@ function encodeConfig(msg: ConfigMessage): Buffer {
   if (serverIpv6 !== null) size += TLV_HEADER_SIZE + 16;
   for (const route of routes) size += TLV_HEADER_SIZE + 2 + route.bytes.length;
   for (const server of dns) size += TLV_HEADER_SIZE + server.length;
+  for (const domain of dnsDomains) size += TLV_HEADER_SIZE + domain.length;
 
   const frame = allocControlFrame(ControlType.CONFIG, size);
   let at = FRAME_HEADER_SIZE + 1;
@@ -270,6 +282,7 @@ function encodeConfig(msg: ConfigMessage): Buffer {
     route.bytes.copy(frame, v + 2);
   }
   for (const server of dns) server.copy(frame, tlv(ConfigTag.DNS, server.length));
+  for (const domain of dnsDomains) domain.copy(frame, tlv(ConfigTag.DNS_DOMAIN, domain.length));
   frame.writeUInt32BE(msg.keepaliveMs, tlv(ConfigTag.KEEPALIVE_MS, 4));
   frame[tlv(ConfigTag.OFFLOAD, 1)] = msg.offload ? 1 : 0;
   return frame;
@@ -325,6 +338,7 @@ function decodeConfig(payload: Buffer): ConfigMessage {
   let offload = false;
   const routes: Route[] = [];
   const dns: string[] = [];
+  const dnsDomains: string[] = [];
   let seen = 0;
 
   let at = 1;
@@ -381,6 +395,13 @@ function decodeConfig(payload: Buffer): ConfigMessage {
         keepaliveMs = payload.readUInt32BE(v);
         checkKeepalive(keepaliveMs);
         break;
+      case ConfigTag.DNS_DOMAIN: {
+        const name = payload.toString('latin1', v, v + length);
+        if (!isDnsDomain(name))
+          throw invalid(`config: dns domain ${JSON.stringify(name)} is not a domain name`);
+        dnsDomains.push(name);
+        break;
+      }
       case ConfigTag.OFFLOAD: {
         expectLength('offload', length, 1);
         const flag = payload[v]!;
@@ -398,6 +419,7 @@ function decodeConfig(payload: Buffer): ConfigMessage {
   if (ipv6 !== undefined) msg.ipv6 = ipv6;
   if (serverIpv4 !== undefined) msg.serverIpv4 = serverIpv4;
   if (serverIpv6 !== undefined) msg.serverIpv6 = serverIpv6;
+  if (dnsDomains.length > 0) msg.dnsDomains = dnsDomains;
   return msg;
 }
 
@@ -417,6 +439,15 @@ function decodeRoute(payload: Buffer, v: number, length: number): Route {
 }
 
 // --- validation helpers ----------------------------------------------------------------------------------
+
+/** LDH labels of 1..63 bytes joined by dots, 253 bytes at most (RFC 1035); a trailing dot is not taken. */
+export function isDnsDomain(name: string): boolean {
+  return (
+    name.length >= 1 &&
+    name.length <= 253 &&
+    /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/.test(name)
+  );
+}
 
 function invalid(reason: string) {
   return facadeError('CONTROL_INVALID', [reason]);

@@ -140,6 +140,7 @@ async function assemble(config: ServerConfig, logger: Logger, disposer: Disposer
       clientToClient: config.clientToClient,
       routes: config.routes,
       dns: config.dns,
+      dnsDomains: config.dnsDomains,
       staticAddresses: (user) => users.get(user),
       onFatal,
     }),
@@ -177,6 +178,8 @@ async function assemble(config: ServerConfig, logger: Logger, disposer: Disposer
       .then((changed) => {
         if (!changed) return;
         logger.info({ users: users.size }, 'users file reloaded');
+        // Said again on every reload: a file made readable to others while we run is as bad as at start.
+        if (users.permissionsWarning !== undefined) logger.warn(users.permissionsWarning);
         reserveStatics();
       })
       .catch((err: unknown) =>

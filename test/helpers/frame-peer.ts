@@ -3,7 +3,7 @@
 
 import { once } from 'node:events';
 import { connect, createServer, type Socket } from 'node:net';
-import { type ControlMessage, decodeControl } from '../../src/protocol/control.js';
+import { type ControlMessage, decodeControl, encodeControlFrame } from '../../src/protocol/control.js';
 import { FrameDecoder } from '../../src/protocol/decoder.js';
 import { encodeFrame, encodeOffloadFrame, FrameType, type OffloadHeader } from '../../src/protocol/frame.js';
 import { WAIT_MS } from './wait.js';
@@ -61,6 +61,10 @@ export class FramePeer {
 
   sendPacket(packet: Buffer): void {
     this.socket.write(encodeFrame(FrameType.DATA, packet));
+  }
+
+  sendControl(message: ControlMessage): void {
+    this.socket.write(encodeControlFrame(message));
   }
 
   sendOffloadPacket(header: OffloadHeader, packet: Buffer): void {

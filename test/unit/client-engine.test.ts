@@ -10,15 +10,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { type TestContext, test } from 'node:test';
+import { pino } from 'pino';
 import { loadOrCreateSelfSigned } from '../../src/certs/self-signed.js';
 import { type ClientNetworkLike, TunnelClient } from '../../src/client/client.js';
 import type { ClientConfig } from '../../src/config/schema.js';
-import { createLogger } from '../../src/core/log.js';
+import { createLogger, type Logger } from '../../src/core/log.js';
 import { TunnelEngine } from '../../src/engine/engine.js';
 import { AddressPool } from '../../src/engine/pool.js';
 import { createFront } from '../../src/front/front.js';
 import { MemoryTun } from '../../src/net/memory-tun.js';
-import type { ConfigMessage } from '../../src/protocol/control.js';
+import { type ConfigMessage, encodeControlFrame } from '../../src/protocol/control.js';
 import { OFFLOAD_HEADER_SIZE } from '../../src/protocol/frame.js';
 import { createAuthenticator } from '../../src/users/authenticator.js';
 import { UsersFile } from '../../src/users/users-file.js';
@@ -73,7 +74,10 @@ interface Stack {
 }
 
 /** Server and client on 127.0.0.1; the client is started with `password` (the right one by default). */
-async function startStack(t: TestContext, options: { offload: boolean; password?: string }): Promise<Stack> {
+async function startStack(
+  t: TestContext,
+  options: { offload: boolean; password?: string; clientLogger?: Logger },
+): Promise<Stack> {
   const dir = await mkdtemp(join(tmpdir(), 'facade-stack-'));
   const closers: (() => unknown)[] = [() => rm(dir, { recursive: true, force: true })];
   // Last opened, first closed: the client, then the engine's sessions, then the site (its close waits
@@ -105,6 +109,7 @@ async function startStack(t: TestContext, options: { offload: boolean; password?
     clientToClient: false,
     routes: [],
     dns: [],
+    dnsDomains: [],
     staticAddresses: () => undefined,
     onFatal: (err) => fatal.push(err),
   });
@@ -148,7 +153,7 @@ async function startStack(t: TestContext, options: { offload: boolean; password?
   });
   const client = new TunnelClient({
     config,
-    logger,
+    logger: options.clientLogger ?? logger,
     openTun: ({ vnetHdr }) => {
       const tun = new MemoryTun({ name: config.tunName, vnetHdr });
       clientTuns.push(tun);
@@ -241,4 +246,29 @@ test('stop() disconnects, undoes the network configuration and closes the TUN', 
   assert.equal(clientTuns[0]?.closed, true);
   await within(closed, 'the server side of the tunnel to close');
   assert.equal(engine.sessions().length, 0, 'the engine ended the session');
+});
+
+test('a second CONFIG from the server is a protocol error: the client ends that session, applies nothing more', async (t) => {
+  const lines: Array<Record<string, unknown>> = [];
+  const clientLogger = pino(
+    { level: 'debug' },
+    { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) },
+  );
+  const { networks, configured, attached } = await startStack(t, { offload: false, clientLogger });
+  const first = await within(configured, 'the client to apply CONFIG');
+  const serverStream = attached[0] as Duplex;
+  const closed = once(serverStream, 'close');
+  // What a hostile server does seconds later: push more routes.
+  serverStream.write(
+    encodeControlFrame({
+      ...first,
+      routes: [...first.routes, { family: 4, address: '198.18.96.0', prefix: 19 }],
+    }),
+  );
+  await within(closed, 'the client to end the session');
+  const ended = lines.find((l) => l.msg === 'tunnel closed');
+  assert.equal(ended?.reason, 'protocol error');
+  assert.equal(ended?.byPeer, false, 'the client ended it, the server did not');
+  assert.match(String(ended?.message), /second CONFIG/);
+  assert.equal(networks[0]?.applied.length, 1, 'the second CONFIG was not applied');
 });

@@ -305,3 +305,25 @@ test('reasonForError: the peer’s violations are PROTOCOL_ERROR, anything else 
   assert.equal(reasonForError(facadeError('TUN_IO', ['tun0', 'write', 'EIO'])), DisconnectReason.INTERNAL);
   assert.equal(reasonForError(new Error('plain')), DisconnectReason.INTERNAL);
 });
+
+test('DNS_DOMAIN: repeatable domains round-trip; a malformed one ends the session like any bad field', () => {
+  const withDomains: ConfigMessage = { ...fullConfig, dnsDomains: ['corp.example', 'lab.corp.example'] };
+  assert.deepEqual(roundTrip(withDomains), withDomains);
+  assert.equal((roundTrip(fullConfig) as ConfigMessage).dnsDomains, undefined, 'absent when none pushed');
+  for (const bad of ['', 'a..b', '-x.example', 'x'.repeat(64), 'bad domain', 'ünï.example', '~.']) {
+    const payload = Buffer.concat([
+      Buffer.from([ControlType.CONFIG]),
+      ipv4Tlv,
+      tlv(ConfigTag.DNS_DOMAIN, Buffer.from(bad, 'utf8')),
+    ]);
+    assert.throws(
+      () => decodeControl(payload),
+      (err) => isFacadeError(err, 'CONTROL_INVALID'),
+      bad,
+    );
+    assert.throws(
+      () => encodeControlFrame({ ...fullConfig, dnsDomains: [bad] }),
+      (err) => isFacadeError(err, 'CONTROL_INVALID'),
+    );
+  }
+});

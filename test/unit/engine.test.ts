@@ -87,6 +87,7 @@ async function setup(
     clientToClient: options.clientToClient ?? false,
     routes: ['198.19.0.0/16'],
     dns: ['198.18.0.1'],
+    dnsDomains: ['corp.example'],
     staticAddresses: () => undefined,
     onFatal: (err) => fatal.push(err),
   });
@@ -122,6 +123,7 @@ test('attach leases an address and sends it in a CONFIG, the first frame', async
   assert.equal(config.mtu, 1400);
   assert.equal(config.offload, false);
   assert.deepEqual(config.dns, ['198.18.0.1']);
+  assert.deepEqual(config.dnsDomains, ['corp.example']);
   assert.deepEqual(
     config.routes.map((r) => `${r.address}/${r.prefix}`),
     ['198.18.0.0/24', '198.19.0.0/16', 'fd00:18::/64'],
@@ -359,4 +361,25 @@ test("a refused connection without the offload capability does not push out the 
     engine.sessions().map((s) => s.user),
     ['alice'],
   );
+});
+
+test('a CONFIG from a client is a protocol error: that session ends, the others carry on', async (t) => {
+  const { connect, engine, tun } = await setup(t);
+  const alice = await connect('alice');
+  const bob = await connect('bob');
+  const config = await alice.control('config');
+  await bob.control('config');
+  alice.sendControl(config);
+  await alice.until(() => alice.ended, 'the session to end');
+  const disconnect = alice.controls.find((m) => m.type === 'disconnect');
+  assert.ok(disconnect?.type === 'disconnect');
+  assert.equal(disconnect.reason, DisconnectReason.PROTOCOL_ERROR);
+  assert.match(disconnect.message, /may not send CONFIG/);
+  assert.deepEqual(
+    engine.sessions().map((s) => s.user),
+    ['bob'],
+  );
+  const up = udp4(SECOND.ipv4, OUTSIDE.ipv4);
+  bob.sendPacket(up);
+  assert.deepEqual(await within(tun.whenWritten(1), 'bob still reaching the TUN'), [up]);
 });
