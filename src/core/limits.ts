@@ -35,6 +35,13 @@ export const MAX_REQUEST_HEAD_BYTES = 16 * 1024;
 /** Default interval between keepalive echo requests when the link is otherwise idle. */
 export const DEFAULT_KEEPALIVE_MS = 10_000;
 
+/**
+ * Echo requests a session answers per second at most; the rest are dropped and counted. Keepalive sends one
+ * per interval (a second or more) and a latency probe a few a second; answering every request of a peer
+ * that floods them would turn the session into an amplifier of its own output queue.
+ */
+export const MAX_ECHO_REPLIES_PER_SECOND = 10;
+
 /** Missed keepalive intervals after which a peer is declared dead. */
 export const DEAD_PEER_INTERVALS = 3;
 

@@ -11,7 +11,12 @@
 
 import type { Duplex } from 'node:stream';
 import { isFacadeError } from '../core/errors.js';
-import { DEAD_PEER_INTERVALS, MAX_PACKET_SIZE, MAX_SESSION_BUFFERED_BYTES } from '../core/limits.js';
+import {
+  DEAD_PEER_INTERVALS,
+  MAX_ECHO_REPLIES_PER_SECOND,
+  MAX_PACKET_SIZE,
+  MAX_SESSION_BUFFERED_BYTES,
+} from '../core/limits.js';
 import type { Logger } from '../core/log.js';
 import { checkPacket, ipVersion, ipv4Source, ipv6SourceKey } from '../net/packet.js';
 import {
@@ -105,6 +110,8 @@ export interface SessionStats {
    * make our kernel write a checksum outside the transport header or cut the packet into tiny segments.
    */
   offloadDrops: number;
+  /** Echo requests not answered: the peer asked more often than MAX_ECHO_REPLIES_PER_SECOND. */
+  echoDrops: number;
 }
 
 export class Session implements FrameSink {
@@ -117,6 +124,7 @@ export class Session implements FrameSink {
     invalidDrops: 0,
     queueDrops: 0,
     offloadDrops: 0,
+    echoDrops: 0,
   };
   readonly startedAt = Date.now();
 
@@ -136,6 +144,8 @@ export class Session implements FrameSink {
   private bytesInAtLastTick = 0;
   private idleTicks = 0;
   private echoSeq = 0;
+  private echoWindowStart = 0;
+  private echoRepliesInWindow = 0;
   private closed = false;
 
   constructor(options: SessionOptions) {
@@ -259,12 +269,21 @@ export class Session implements FrameSink {
     this.socket.write(bytes);
   };
 
-  sendControl(message: ControlMessage): void {
-    if (this.closed || this.socket.destroyed) return;
-    this.flush();
+  /**
+   * Sends a control message after the packets already framed, under the same output bound as packets: a
+   * peer that never reads cannot make us buffer replies without limit. False when it was dropped.
+   */
+  sendControl(message: ControlMessage): boolean {
+    if (this.closed || this.socket.destroyed) return false;
     const frame = encodeControlFrame(message);
+    if (this.queuedBytes + frame.length > MAX_SESSION_BUFFERED_BYTES) {
+      this.stats.queueDrops++;
+      return false;
+    }
+    this.flush();
     this.stats.bytesOut += frame.length;
     this.socket.write(frame);
+    return true;
   }
 
   // --- inbound (FrameSink) ---------------------------------------------------------------------------
@@ -300,9 +319,21 @@ export class Session implements FrameSink {
   onControl(payload: Buffer): void {
     const message = decodeControl(payload);
     switch (message.type) {
-      case 'echo-request':
+      case 'echo-request': {
+        // Answered at a bounded rate: enough for keepalive and a latency probe, not an amplifier.
+        const now = Date.now();
+        if (now - this.echoWindowStart >= 1000) {
+          this.echoWindowStart = now;
+          this.echoRepliesInWindow = 0;
+        }
+        if (this.echoRepliesInWindow >= MAX_ECHO_REPLIES_PER_SECOND) {
+          this.stats.echoDrops++;
+          return;
+        }
+        this.echoRepliesInWindow++;
         this.sendControl({ type: 'echo-reply', seq: message.seq, timestamp: message.timestamp });
         return;
+      }
       case 'echo-reply':
         return; // its bytes already proved the peer alive
       case 'disconnect':

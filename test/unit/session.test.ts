@@ -5,10 +5,10 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { connect, createServer, type Socket } from 'node:net';
 import { test } from 'node:test';
-import { MAX_SESSION_BUFFERED_BYTES } from '../../src/core/limits.js';
+import { MAX_ECHO_REPLIES_PER_SECOND, MAX_SESSION_BUFFERED_BYTES } from '../../src/core/limits.js';
 import { createLogger } from '../../src/core/log.js';
 import { ipv4ToNumber, setIpv4HeaderChecksum } from '../../src/net/packet.js';
-import { DisconnectReason, decodeControl } from '../../src/protocol/control.js';
+import { DisconnectReason, decodeControl, encodeControlFrame } from '../../src/protocol/control.js';
 import { FrameDecoder } from '../../src/protocol/decoder.js';
 import { encodeFrame, FrameType } from '../../src/protocol/frame.js';
 import { Session, type SessionCloseReason, type SessionSink } from '../../src/session/session.js';
@@ -174,5 +174,54 @@ test('a long multi-byte close reason is cut to the protocol limit, not thrown', 
   assert.equal(received.length, 1);
   assert.ok(Buffer.byteLength(received[0] as string) <= 1000);
   assert.match(received[0] as string, /^€+/);
+  b.destroy();
+});
+
+test('a flood of echo requests from a peer that never reads: replies rate-limited, output bounded', async () => {
+  const [a, b] = await socketPair();
+  b.pause(); // the attacker never reads its replies
+  const sink = new RecordingSink();
+  const session = new Session({ socket: a, sink, logger, keepaliveMs: 0 });
+  const request = encodeControlFrame({ type: 'echo-request', seq: 1, timestamp: 2 });
+  const burst = Buffer.concat(Array.from({ length: 10_000 }, () => request));
+  for (let i = 0; i < 20; i++) {
+    b.write(burst);
+    await new Promise((r) => setImmediate(r));
+  }
+  await new Promise((r) => setTimeout(r, 200));
+  const received = session.stats.echoDrops + 10;
+  assert.ok(received >= 100_000, `only ${received} requests arrived`);
+  assert.ok(
+    session.stats.echoDrops >= received - MAX_ECHO_REPLIES_PER_SECOND * 2,
+    `answered ${received - session.stats.echoDrops} of ${received}`,
+  );
+  assert.ok(session.queuedBytes < 1024, `queued ${session.queuedBytes} bytes of replies`);
+  assert.equal(sink.closes.length, 0, 'the flood itself is not a protocol error');
+  session.close(DisconnectReason.NORMAL, 'done');
+  b.destroy();
+});
+
+test('control messages count against the output bound like packets', async () => {
+  const [a, b] = await socketPair();
+  b.pause();
+  const sink = new RecordingSink();
+  const session = new Session({ socket: a, sink, logger, keepaliveMs: 0 });
+  const big = Buffer.alloc(1400);
+  ipv4Packet('198.18.8.1', '198.18.8.2').copy(big);
+  for (let round = 0; round < 200 && session.stats.queueDrops === 0; round++) {
+    for (let i = 0; i < 100; i++) session.queuePacket(big, 0, big.length);
+    session.flush();
+    await new Promise((r) => setImmediate(r));
+  }
+  // Top it up with the smallest packets, so what is left is less than one of them.
+  const small = ipv4Packet('198.18.8.1', '198.18.8.2');
+  while (session.queuePacket(small, 0, small.length));
+  const drops = session.stats.queueDrops;
+  assert.ok(drops > 0, 'the queue filled');
+  // A DISCONNECT-sized message does not fit any more than a packet would.
+  const sent = session.sendControl({ type: 'disconnect', reason: 0, message: 'x'.repeat(1000) });
+  assert.equal(sent, false);
+  assert.equal(session.stats.queueDrops, drops + 1);
+  session.close(DisconnectReason.NORMAL, 'done');
   b.destroy();
 });
