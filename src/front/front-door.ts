@@ -29,11 +29,12 @@ import { findHeadEnd, parseRequestHead, type RequestHead } from '../protocol/htt
 const FIRST_BYTES_WAIT_MS = 3_000;
 
 /**
- * How long we hold a head that starts like a tunnel request before giving it to the site. A real client
- * writes its whole head at once, so it arrives within a round trip or a retransmission or two. The hold is
- * kept short because Node's own header timer starts only when the site gets the connection: a slow head
- * on the tunnel path then closes at most this much later than on a plain server, inside the 30 s
- * granularity of Node's header-timeout sweep. (Only someone who knows the secret path can see it at all.)
+ * How long we hold a head that starts like a tunnel request before giving it to the site: one deadline from
+ * its first byte, however the rest trickles in. A real client writes its whole head at once, so it arrives
+ * within a round trip or a retransmission or two. The hold is kept short because Node's own header timer
+ * starts only when the site gets the connection: a slow head on the tunnel path then closes at most this
+ * much later than on a plain server, inside the 30 s granularity of Node's header-timeout sweep. (Only
+ * someone who knows the secret path can see it at all.)
  */
 const TUNNEL_HEAD_WAIT_MS = 5_000;
 
@@ -58,6 +59,18 @@ export interface FrontDoorOptions<T> {
   readonly onRefused?: (head: RequestHead | null, remoteAddress: string) => void;
   /** Called when accept() throws; the socket is destroyed (it may have seen part of a 101). */
   readonly onError?: (err: unknown) => void;
+  /** Wait for the first bytes (default FIRST_BYTES_WAIT_MS); tests shorten it. */
+  readonly firstBytesWaitMs?: number;
+  /** Overall wait for a head that can still be the tunnel's (default TUNNEL_HEAD_WAIT_MS); tests shorten it. */
+  readonly tunnelHeadWaitMs?: number;
+}
+
+export interface FrontDoor {
+  /**
+   * Destroys the connections still waiting here (their first request undecided) and every one that arrives
+   * from now on, so a server close does not wait for them. Idempotent.
+   */
+  close(): void;
 }
 
 type ConnectionListener = (this: NetServer, socket: Socket) => void;
@@ -70,7 +83,7 @@ export function installFrontDoor<T>(
   server: NetServer,
   event: 'secureConnection' | 'connection',
   options: FrontDoorOptions<T>,
-): void {
+): FrontDoor {
   const siteListeners = server.listeners(event) as ConnectionListener[];
   if (siteListeners.length === 0)
     throw new Error(`front door: the server has no '${event}' listener to wrap`);
@@ -81,13 +94,25 @@ export function installFrontDoor<T>(
     socket.resume();
   };
   const requestLinePrefix = Buffer.from(`GET ${options.tunnelPath} `, 'latin1');
+  const waiting = new Set<FirstRequest<T>>();
+  let closed = false;
   server.on(event, (socket: Socket) => {
+    if (closed) {
+      socket.destroy();
+      return;
+    }
     if ((socket as Socket & { alpnProtocol?: string | false }).alpnProtocol === 'h2') {
       handToSite(socket);
       return;
     }
-    new FirstRequest(socket, requestLinePrefix, options, handToSite).start();
+    new FirstRequest(socket, requestLinePrefix, options, handToSite, waiting).start();
   });
+  return {
+    close() {
+      closed = true;
+      for (const request of waiting) request.abandon();
+    },
+  };
 }
 
 /** The life of one connection until its first request is decided. */
@@ -95,6 +120,8 @@ class FirstRequest<T> {
   private chunks: Buffer[] = [];
   private length = 0;
   private timer: NodeJS.Timeout | undefined;
+  /** The overall tunnel-head deadline is running (it is never restarted). */
+  private holding = false;
   private decided = false;
 
   constructor(
@@ -102,14 +129,23 @@ class FirstRequest<T> {
     private readonly prefix: Buffer,
     private readonly options: FrontDoorOptions<T>,
     private readonly handToSite: (socket: Socket) => void,
+    private readonly waiting: Set<FirstRequest<T>>,
   ) {}
 
   start(): void {
+    this.waiting.add(this);
     this.socket.on('data', this.onData);
     this.socket.on('end', this.onGone);
     this.socket.on('close', this.onGone);
     this.socket.on('error', this.onGone);
-    this.timer = setTimeout(this.onTimeout, FIRST_BYTES_WAIT_MS);
+    this.timer = setTimeout(this.onTimeout, this.options.firstBytesWaitMs ?? FIRST_BYTES_WAIT_MS);
+  }
+
+  /** The server is closing: nobody will decide this connection. */
+  abandon(): void {
+    if (this.decided) return;
+    this.finish();
+    this.socket.destroy();
   }
 
   private readonly onData = (chunk: Buffer): void => {
@@ -154,9 +190,11 @@ class FirstRequest<T> {
   }
 
   private waitMore(): void {
-    // From the first byte on, a head that can still be the tunnel's may take as long as Node would wait.
+    // One deadline from the first byte: later bytes do not extend it (a drip-fed head would hold forever).
+    if (this.holding) return;
+    this.holding = true;
     if (this.timer !== undefined) clearTimeout(this.timer);
-    this.timer = setTimeout(this.onTimeout, TUNNEL_HEAD_WAIT_MS);
+    this.timer = setTimeout(this.onTimeout, this.options.tunnelHeadWaitMs ?? TUNNEL_HEAD_WAIT_MS);
   }
 
   private readonly onTimeout = (): void => {
@@ -178,6 +216,7 @@ class FirstRequest<T> {
 
   private finish(): void {
     this.decided = true;
+    this.waiting.delete(this);
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.socket.removeListener('data', this.onData);
     this.socket.removeListener('end', this.onGone);

@@ -10,8 +10,8 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from '../core/log.js';
 import type { TunnelIdentity, TunnelRequest } from '../protocol/handshake.js';
 import { createUpgradeAcceptor, type TunnelHost } from './acceptor.js';
-import { installFrontDoor } from './front-door.js';
-import { createSiteApp, SITE_DEFAULT_DIR } from './site.js';
+import { type FrontDoor, installFrontDoor } from './front-door.js';
+import { createSiteApp, SITE_DEFAULT_DIR, SITE_TLS_SETTINGS, siteConnectionGuard } from './site.js';
 
 export interface FrontOptions {
   /** Static folder of the decoy site (default: the bundled public/). */
@@ -25,6 +25,17 @@ export interface FrontOptions {
   readonly authenticate: (request: TunnelRequest) => TunnelIdentity | null;
   readonly host: TunnelHost;
   readonly logger: Logger;
+  /** Open connections in total (default MAX_CONNECTIONS, core/limits.ts). */
+  readonly maxConnections?: number | undefined;
+  /** Open connections per source address, IPv6 per /64, tunnels not counted (default MAX_CONNECTIONS_PER_ADDRESS). */
+  readonly maxConnectionsPerAddress?: number | undefined;
+  /** TLS handshake deadline from the accept (default SITE_TLS_HANDSHAKE_TIMEOUT_MS). */
+  readonly handshakeTimeoutMs?: number | undefined;
+  /** How long close() lets connections the site serves finish (default SITE_CLOSE_GRACE_MS). */
+  readonly closeGraceMs?: number | undefined;
+  /** Front door waits (defaults in front-door.ts); tests shorten them. */
+  readonly firstBytesWaitMs?: number | undefined;
+  readonly tunnelHeadWaitMs?: number | undefined;
 }
 
 export interface Front {
@@ -41,20 +52,37 @@ export async function createFront(options: FrontOptions): Promise<Front> {
     siteDir: options.siteDir ?? SITE_DEFAULT_DIR,
     ...(options.upstream === undefined ? {} : { upstream: options.upstream }),
     ...(options.tls === undefined ? {} : { tls: options.tls }),
+    maxConnections: options.maxConnections,
+    maxConnectionsPerAddress: options.maxConnectionsPerAddress,
+    handshakeTimeoutMs: options.handshakeTimeoutMs,
+    closeGraceMs: options.closeGraceMs,
   });
+  const guard = siteConnectionGuard(app);
   const acceptor = createUpgradeAcceptor({
     authenticate: options.authenticate,
     host: options.host,
     logger: options.logger,
   });
+  let frontDoor: FrontDoor | undefined;
   try {
     await app.ready();
-    installFrontDoor(app.server as NetServer, options.tls === undefined ? 'connection' : 'secureConnection', {
-      ...acceptor,
-      tunnelPath: options.tunnelPath,
-      onError: (err) =>
-        options.logger.error({ err: String(err) }, 'tunnel acceptor failed; connection closed'),
-    });
+    frontDoor = installFrontDoor<TunnelIdentity>(
+      app.server as NetServer,
+      options.tls === undefined ? 'connection' : 'secureConnection',
+      {
+        ...acceptor,
+        accept: (head, socket, rest, identity) => {
+          // A tunnel is bounded by the address pool, not by the per-address limit of the website.
+          guard?.release(socket);
+          acceptor.accept(head, socket, rest, identity);
+        },
+        tunnelPath: options.tunnelPath,
+        onError: (err) =>
+          options.logger.error({ err: String(err) }, 'tunnel acceptor failed; connection closed'),
+        firstBytesWaitMs: options.firstBytesWaitMs,
+        tunnelHeadWaitMs: options.tunnelHeadWaitMs,
+      },
+    );
   } catch (err) {
     acceptor.close();
     await app.close();
@@ -68,12 +96,16 @@ export async function createFront(options: FrontOptions): Promise<Front> {
       return typeof address === 'object' && address !== null ? address.port : port;
     },
     setCertificate(pair) {
+      // setSecureContext resets every TLS setting it is not given (ciphers, minVersion): give them again.
       (
         app.server as unknown as { setSecureContext(o: { key: string; cert: string }): void }
-      ).setSecureContext(pair);
+      ).setSecureContext({ ...SITE_TLS_SETTINGS, key: pair.key, cert: pair.cert });
     },
     async close() {
       acceptor.close();
+      // Connections whose first request is undecided, and (in the site's preClose) those still in their TLS
+      // handshake, are destroyed rather than waited for; the rest get the site's close grace.
+      frontDoor?.close();
       await app.close();
     },
   };

@@ -5,7 +5,9 @@
 
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS } from '../core/limits.js';
 import type { Logger } from '../core/log.js';
+import { ConnectionGuard } from './connection-guard.js';
 
 /** RFC 8555 8.3: the token is base64url; refusing anything else keeps odd paths out of the map lookup. */
 const TOKEN = /^[A-Za-z0-9_-]+$/;
@@ -20,6 +22,9 @@ export const HTTP_REQUEST_TIMEOUT_MS = 30_000;
 
 /** Idle keep-alive connections close after this long (Node's and Apache's default). */
 export const HTTP_KEEP_ALIVE_TIMEOUT_MS = 5_000;
+
+/** close(): requests in progress get this long, then their connections are destroyed (as the site's). */
+export const HTTP_CLOSE_GRACE_MS = 2_000;
 
 /** Host names and IPv4 (letters, digits, '-', '.', '_') or a bracketed IPv6 literal, then an optional port. */
 const HOST_HEADER = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:\d{1,5})?$/;
@@ -40,12 +45,18 @@ export interface HttpListenerOptions {
   httpsPort?: number;
   /** Host used in the redirect when the request has no Host header (HTTP/1.0). */
   defaultHost?: string;
+  /** Open connections in total and per source address (defaults: core/limits.ts, as the website's). */
+  maxConnections?: number;
+  maxConnectionsPerAddress?: number;
 }
 
 export interface HttpListener {
   readonly server: Server;
   address(): AddressInfo;
-  /** Stops accepting, closes idle keep-alive connections, waits for the rest. Idempotent. */
+  /**
+   * Stops accepting, closes idle keep-alive connections, gives the rest HTTP_CLOSE_GRACE_MS, then destroys
+   * them. Idempotent.
+   */
   close(): Promise<void>;
 }
 
@@ -108,6 +119,15 @@ export async function startHttpListener(options: HttpListenerOptions): Promise<H
     res.end(req.method === 'HEAD' ? undefined : body);
   }
 
+  // The same limits as the website: beyond them a connection is closed as soon as it is accepted.
+  const guard = new ConnectionGuard({
+    maxConnections: options.maxConnections ?? MAX_CONNECTIONS,
+    maxConnectionsPerAddress: options.maxConnectionsPerAddress ?? MAX_CONNECTIONS_PER_ADDRESS,
+    handshakeTimeoutMs: 0,
+    closeGraceMs: HTTP_CLOSE_GRACE_MS,
+  });
+  guard.install(server, false);
+
   // A malformed request line or a header timeout: answer 400 like other servers, never throw.
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
     if (socket.writable && err.code !== 'ECONNRESET') {
@@ -135,6 +155,8 @@ export async function startHttpListener(options: HttpListenerOptions): Promise<H
       closing ??= new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeIdleConnections();
+        // A slow request head would otherwise hold the close for Node's headers timeout.
+        guard.close();
       });
       return closing;
     },

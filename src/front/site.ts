@@ -12,13 +12,18 @@
 // - requests the HTTP parser rejects (bad request line, bad header, unknown method) get an HTML 400 (431 for an
 //   oversized head) with `Connection: close`; a client that does not finish its request head within
 //   SITE_HEADERS_TIMEOUT_MS is disconnected without an answer, as nginx does.
+// - a file (or folder) of the site folder whose real path is outside it (a symlink out) is not part of the
+//   site: the 404 page, as for an unknown path.
+// - connections: at most `maxConnections` open, `maxConnectionsPerAddress` per source address, and a TLS
+//   handshake must finish within `handshakeTimeoutMs` of the accept; beyond that the connection is closed
+//   without an answer (connection-guard.ts). TLS 1.2 and 1.3 with AEAD suites only.
 // - upstream mode: every method and path is proxied; the application behind decides, facade adds only
 //   transport security headers and answers 502 (504 on timeout) when the application cannot be reached.
 
-import { readFileSync, statSync } from 'node:fs';
+import { readFileSync, realpathSync, statSync } from 'node:fs';
 import { STATUS_CODES } from 'node:http';
 import type { Http2SecureServer } from 'node:http2';
-import type { Socket } from 'node:net';
+import type { Server as NetServer, Socket } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import fastifyCompress from '@fastify/compress';
@@ -32,8 +37,14 @@ import Fastify, {
   type FastifyServerOptions,
 } from 'fastify';
 import { facadeError } from '../core/errors.js';
-import { HANDSHAKE_TIMEOUT_MS, MAX_REQUEST_HEAD_BYTES } from '../core/limits.js';
+import {
+  HANDSHAKE_TIMEOUT_MS,
+  MAX_CONNECTIONS,
+  MAX_CONNECTIONS_PER_ADDRESS,
+  MAX_REQUEST_HEAD_BYTES,
+} from '../core/limits.js';
 import type { Logger } from '../core/log.js';
+import { ConnectionGuard } from './connection-guard.js';
 
 // --- timeouts: those of a stock nginx, so the decoy's connection behaviour is that of a common web server -----
 
@@ -55,8 +66,42 @@ export const SITE_REQUEST_TIMEOUT_MS = 120_000;
 /** Idle HTTP/2 session: nginx applies keepalive_timeout (75 s) to idle h2 connections since 1.19.7. */
 export const SITE_HTTP2_SESSION_TIMEOUT_MS = 75_000;
 
-/** nginx `ssl_handshake_timeout 60s` (Node's default is 120 s). */
+/**
+ * nginx `ssl_handshake_timeout 60s` (Node's default is 120 s). One deadline from the accept, not an idle timer
+ * (Node's handshakeTimeout restarts on every byte): a connection that has not finished its handshake by then
+ * is destroyed, whatever it sent.
+ */
 export const SITE_TLS_HANDSHAKE_TIMEOUT_MS = 60_000;
+
+/**
+ * close(): connections the site is still serving (a download, a slow request head) get this long, then they
+ * are destroyed, so a SIGTERM stops the server within seconds (docker stop waits 10 s, then kills). A page and
+ * its assets take well under a second; connections still in their TLS handshake are destroyed at once.
+ */
+export const SITE_CLOSE_GRACE_MS = 2_000;
+
+/**
+ * TLS 1.3 suites as Node has them, then TLS 1.2 with ECDHE and an AEAD only (AES-GCM, ChaCha20-Poly1305):
+ * Mozilla's "intermediate" list without DHE. Node's default list ends in HIGH, which adds the CBC-SHA and
+ * CCM8 suites of TLS 1.2. Browsers of the last ten years all offer these.
+ */
+export const SITE_TLS_CIPHERS = [
+  'TLS_AES_256_GCM_SHA384',
+  'TLS_CHACHA20_POLY1305_SHA256',
+  'TLS_AES_128_GCM_SHA256',
+  'ECDHE-ECDSA-AES128-GCM-SHA256',
+  'ECDHE-RSA-AES128-GCM-SHA256',
+  'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305',
+  'ECDHE-RSA-CHACHA20-POLY1305',
+].join(':');
+
+/**
+ * TLS settings of the site besides its key and certificate. A new secure context (a renewed certificate,
+ * setSecureContext) must be given them again: Node resets every setting not passed.
+ */
+export const SITE_TLS_SETTINGS = { ciphers: SITE_TLS_CIPHERS, minVersion: 'TLSv1.2' } as const;
 
 /**
  * Upstream mode: how long the proxied application may take to answer (nginx `proxy_read_timeout 60s`);
@@ -104,6 +149,21 @@ export interface SiteOptions {
   tls?: { key: string | Buffer; cert: string | Buffer };
   /** Request log; false or absent: silent. */
   logger?: Logger | false;
+  /** Open connections in total (default MAX_CONNECTIONS). */
+  maxConnections?: number;
+  /** Open connections per source address, IPv6 per /64 (default MAX_CONNECTIONS_PER_ADDRESS). */
+  maxConnectionsPerAddress?: number;
+  /** TLS handshake deadline from the accept (default SITE_TLS_HANDSHAKE_TIMEOUT_MS). */
+  handshakeTimeoutMs?: number;
+  /** How long close() lets connections being served finish (default SITE_CLOSE_GRACE_MS). */
+  closeGraceMs?: number;
+}
+
+const guards = new WeakMap<FastifyInstance, ConnectionGuard>();
+
+/** The connection guard of an app made by createSiteApp (the front releases accepted tunnels from it). */
+export function siteConnectionGuard(app: FastifyInstance): ConnectionGuard | undefined {
+  return guards.get(app);
 }
 
 /**
@@ -121,6 +181,7 @@ export function createSiteApp(options: SiteOptions): FastifyInstance {
   const upstream = options.upstream === undefined ? undefined : parseUpstream(options.upstream);
   const siteDir = upstream === undefined ? checkSiteDir(options.siteDir) : options.siteDir;
   const tls = options.tls;
+  const handshakeTimeoutMs = options.handshakeTimeoutMs ?? SITE_TLS_HANDSHAKE_TIMEOUT_MS;
 
   const modeHeaders = upstream === undefined ? STATIC_SECURITY_HEADERS : UPSTREAM_SECURITY_HEADERS;
   const securityHeaders =
@@ -163,7 +224,8 @@ export function createSiteApp(options: SiteOptions): FastifyInstance {
           allowHTTP1: true,
           key: tls.key,
           cert: tls.cert,
-          handshakeTimeout: SITE_TLS_HANDSHAKE_TIMEOUT_MS,
+          ...SITE_TLS_SETTINGS,
+          handshakeTimeout: handshakeTimeoutMs,
           // http.Server turns Nagle off for every connection; Http2SecureServer does not, and an HTTP/1.1
           // answer written as head then body would wait ~40 ms for the client's delayed ACK.
           noDelay: true,
@@ -180,6 +242,19 @@ export function createSiteApp(options: SiteOptions): FastifyInstance {
   server.keepAliveTimeout = SITE_KEEP_ALIVE_TIMEOUT_MS;
   server.headersTimeout = SITE_HEADERS_TIMEOUT_MS;
   server.requestTimeout = SITE_REQUEST_TIMEOUT_MS;
+
+  const guard = new ConnectionGuard({
+    maxConnections: options.maxConnections ?? MAX_CONNECTIONS,
+    maxConnectionsPerAddress: options.maxConnectionsPerAddress ?? MAX_CONNECTIONS_PER_ADDRESS,
+    handshakeTimeoutMs,
+    closeGraceMs: options.closeGraceMs ?? SITE_CLOSE_GRACE_MS,
+  });
+  guard.install(app.server as unknown as NetServer, tls !== undefined);
+  guards.set(app, guard);
+  // Before Fastify closes the server: Node's close would wait for handshakes that never finish.
+  app.addHook('preClose', async () => {
+    guard.close();
+  });
 
   app.addHook('onSend', async (_request, reply, payload) => {
     setSecurityHeaders(reply);
@@ -223,6 +298,8 @@ function registerStatic(app: FastifyInstance, siteDir: string): void {
 
   app.register(fastifyStatic, {
     root: siteDir,
+    // @fastify/send follows symlinks: a link inside the folder must not serve what lies outside it.
+    allowedPath: (pathname) => staysInside(siteDir, pathname),
     // Dotfiles (.git, .env, .htpasswd) are never part of a site; they look absent rather than forbidden.
     dotfiles: 'ignore',
     extensions: ['html'],
@@ -241,10 +318,57 @@ function registerStatic(app: FastifyInstance, siteDir: string): void {
 
 function loadNotFoundPage(siteDir: string): Buffer {
   try {
-    return readFileSync(path.join(siteDir, '404.html'));
+    const file = path.join(siteDir, '404.html');
+    if (!isInside(realpathSync.native(siteDir), realpathSync.native(file))) throw new Error('outside');
+    return readFileSync(file);
   } catch {
     return Buffer.from(errorPageHtml(404));
   }
+}
+
+/**
+ * Whether what @fastify/send would serve for `pathname` (as @fastify/static passes it: decodeURI'd, to be
+ * encodeURI'd and fully decoded again) has its real path inside the site folder: the file itself, or for a
+ * clean URL the .html file, or for a folder its index.html. Paths that do not exist pass (send answers them
+ * with the 404 page anyway); any other failure to resolve (a symlink loop, no permission) fails.
+ * Synchronous because @fastify/static calls it so; realpath(3) is one system call.
+ */
+function staysInside(siteDir: string, pathname: string): boolean {
+  let decoded: string;
+  try {
+    decoded = decodeURIComponent(encodeURI(pathname));
+  } catch {
+    return true; // send answers the malformed path itself (400)
+  }
+  if (decoded.includes('\0')) return true; // send answers 400
+  let root: string;
+  try {
+    root = realpathSync.native(siteDir);
+  } catch {
+    return false;
+  }
+  const relative = path.normalize(`.${path.sep}${decoded}`);
+  if (relative === '..' || relative.startsWith(`..${path.sep}`)) return true; // send refuses it (403)
+  const target = path.join(siteDir, relative);
+  const candidates = decoded.endsWith('/')
+    ? [path.join(target, 'index.html')]
+    : [target, `${target}.html`, path.join(target, 'index.html')];
+  for (const candidate of candidates) {
+    let real: string;
+    try {
+      real = realpathSync.native(candidate);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') continue;
+      return false;
+    }
+    if (!isInside(root, real)) return false;
+  }
+  return true;
+}
+
+function isInside(root: string, real: string): boolean {
+  return real === root || real.startsWith(root.endsWith(path.sep) ? root : `${root}${path.sep}`);
 }
 
 // --- upstream mode ---------------------------------------------------------------------------------------------
@@ -333,6 +457,16 @@ function sendErrorPage(reply: FastifyReply, status: number): void {
  */
 function answerClientError(error: Error & { code?: string }, socket: Socket): void {
   if (error.code === 'ECONNRESET' || socket.destroyed) return;
+  // Node routes TLS handshake failures (its handshake timeout included) here too. Before the handshake there is
+  // no one to answer: an answer would wait in the TLS layer forever and hold the connection, so close it, as
+  // Fastify's default handler does (its answer never leaves the TLS layer either).
+  if (
+    error.code === 'ERR_TLS_HANDSHAKE_TIMEOUT' ||
+    (socket as Socket & { secureConnecting?: boolean }).secureConnecting === true
+  ) {
+    socket.destroy();
+    return;
+  }
   // nginx closes a connection whose request head is too slow without answering; so do we.
   if (error.code === 'ERR_HTTP_REQUEST_TIMEOUT' || !socket.writable) {
     socket.destroy();

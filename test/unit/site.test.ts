@@ -2,7 +2,7 @@
 // the reverse-proxy mode in front of a small local application.
 
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import http2 from 'node:http2';
 import https from 'node:https';
@@ -10,6 +10,7 @@ import net, { type AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import tls from 'node:tls';
 import zlib from 'node:zlib';
 import type { FastifyInstance } from 'fastify';
 import { isFacadeError } from '../../src/core/errors.js';
@@ -323,6 +324,145 @@ describe('static site over TLS: h2 by ALPN and HTTP/1.1', () => {
       'keep-alive timeout applies to HTTP/1.1 over TLS too',
     );
     assert.deepEqual(res.body, notFoundHtml);
+  });
+});
+
+describe('symlinks in the site folder', () => {
+  // A site folder with links to a file and a folder outside it, and (allowed) links that stay inside.
+  let base: string;
+  let app: FastifyInstance;
+  let port: number;
+  const secret = 'outside-the-site-folder\n';
+  before(async () => {
+    base = mkdtempSync(path.join(os.tmpdir(), 'facade-site-links-'));
+    const site = path.join(base, 'site');
+    const outside = path.join(base, 'outside');
+    mkdirSync(path.join(site, 'docs'), { recursive: true });
+    mkdirSync(outside);
+    writeFileSync(path.join(outside, 'secret.txt'), secret);
+    writeFileSync(path.join(outside, 'index.html'), secret);
+    writeFileSync(path.join(outside, 'page.html'), secret);
+    writeFileSync(path.join(site, 'index.html'), '<!doctype html><title>home</title>\n');
+    writeFileSync(path.join(site, 'docs', 'real.txt'), 'inside\n');
+    symlinkSync(path.join(outside, 'secret.txt'), path.join(site, 'secret.txt'));
+    symlinkSync('/etc/hostname', path.join(site, 'hostname'));
+    symlinkSync(path.join(outside, 'page.html'), path.join(site, 'page.html'));
+    symlinkSync(outside, path.join(site, 'out'));
+    symlinkSync(path.join(site, 'docs', 'real.txt'), path.join(site, 'inside-link.txt'));
+    symlinkSync(path.join(site, 'docs'), path.join(site, 'docs-link'));
+    app = createSiteApp({ siteDir: site });
+    port = await listen(app);
+  });
+  after(async () => {
+    await app?.close();
+    rmSync(base, { recursive: true, force: true });
+  });
+
+  test('a link to a file or a folder outside the folder gets the 404 page', async () => {
+    for (const urlPath of [
+      '/secret.txt',
+      '/hostname',
+      '/page',
+      '/page.html',
+      '/out/secret.txt',
+      '/out/',
+      '/out',
+      '/out/page',
+      '/%6fut/secret.txt',
+    ]) {
+      const res = await get(port, urlPath);
+      assert.equal(res.status, 404, urlPath);
+      assert.ok(!res.body.toString().includes('outside-the-site-folder'), urlPath);
+      assert.match(res.body.toString(), /404/, urlPath);
+    }
+    const head = await get(port, '/secret.txt', { method: 'HEAD' });
+    assert.equal(head.status, 404);
+  });
+
+  test('links that stay inside the folder are served', async () => {
+    assert.equal((await get(port, '/inside-link.txt')).body.toString(), 'inside\n');
+    assert.equal((await get(port, '/docs-link/real.txt')).body.toString(), 'inside\n');
+    assert.equal((await get(port, '/docs/real.txt')).status, 200);
+    assert.equal((await get(port, '/')).status, 200);
+  });
+});
+
+describe('TLS versions and suites', () => {
+  let app: FastifyInstance;
+  let port: number;
+  let certDir: string;
+  before(async () => {
+    certDir = mkdtempSync(path.join(os.tmpdir(), 'facade-site-tls-'));
+    const certificate = await makeTestCertificate(certDir, ['localhost']);
+    app = createSiteApp({ siteDir: SITE_DEFAULT_DIR, tls: { key: certificate.key, cert: certificate.cert } });
+    port = await listen(app);
+  });
+  after(async () => {
+    await app?.close();
+    rmSync(certDir, { recursive: true, force: true });
+  });
+
+  function handshake(options: tls.ConnectionOptions): Promise<{ version: string | null; cipher: string }> {
+    return new Promise((resolve, reject) => {
+      const socket = tls.connect({
+        host: '127.0.0.1',
+        port,
+        servername: 'localhost',
+        rejectUnauthorized: false,
+        ...options,
+      });
+      socket.once('secureConnect', () => {
+        const result = { version: socket.getProtocol(), cipher: socket.getCipher().standardName };
+        socket.destroy();
+        resolve(result);
+      });
+      socket.once('error', (err) => {
+        socket.destroy();
+        reject(err);
+      });
+    });
+  }
+
+  const tls12 = { minVersion: 'TLSv1.2', maxVersion: 'TLSv1.2' } as const;
+
+  test('TLS 1.2 refuses CBC and CCM8 suites', async () => {
+    for (const cipher of [
+      'ECDHE-ECDSA-AES128-SHA',
+      'ECDHE-ECDSA-AES256-SHA',
+      'ECDHE-ECDSA-AES128-SHA256',
+      'ECDHE-ECDSA-AES256-SHA384',
+      'ECDHE-ECDSA-AES128-CCM8',
+      'ECDHE-ECDSA-AES256-CCM8',
+      'ECDHE-ECDSA-AES128-CCM',
+    ]) {
+      await assert.rejects(
+        handshake({ ...tls12, ciphers: cipher }),
+        /handshake failure|no shared cipher|alert/i,
+        cipher,
+      );
+    }
+  });
+
+  test('TLS 1.2 with ECDHE and AES-GCM or ChaCha20-Poly1305 works; TLS 1.3 is unchanged', async () => {
+    for (const cipher of [
+      'ECDHE-ECDSA-AES128-GCM-SHA256',
+      'ECDHE-ECDSA-AES256-GCM-SHA384',
+      'ECDHE-ECDSA-CHACHA20-POLY1305',
+    ]) {
+      const result = await handshake({ ...tls12, ciphers: cipher });
+      assert.equal(result.version, 'TLSv1.2', cipher);
+    }
+    for (const suite of [
+      'TLS_AES_128_GCM_SHA256',
+      'TLS_AES_256_GCM_SHA384',
+      'TLS_CHACHA20_POLY1305_SHA256',
+    ]) {
+      const result = await handshake({ minVersion: 'TLSv1.3', ciphers: suite });
+      assert.deepEqual(result, { version: 'TLSv1.3', cipher: suite });
+    }
+    await assert.rejects(
+      handshake({ minVersion: 'TLSv1.1', maxVersion: 'TLSv1.1', ciphers: 'DEFAULT@SECLEVEL=0' }),
+    );
   });
 });
 
