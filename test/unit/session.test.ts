@@ -3,7 +3,6 @@
 
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { connect, createServer, type Socket } from 'node:net';
 import { test } from 'node:test';
 import { MAX_ECHO_REPLIES_PER_SECOND, MAX_SESSION_BUFFERED_BYTES } from '../../src/core/limits.js';
 import { createLogger } from '../../src/core/log.js';
@@ -12,22 +11,9 @@ import { DisconnectReason, decodeControl, encodeControlFrame } from '../../src/p
 import { FrameDecoder } from '../../src/protocol/decoder.js';
 import { encodeFrame, FrameType } from '../../src/protocol/frame.js';
 import { Session, type SessionCloseReason, type SessionSink } from '../../src/session/session.js';
+import { socketPair } from '../helpers/frame-peer.js';
 
 const logger = createLogger({ level: 'silent' });
-
-async function socketPair(): Promise<[Socket, Socket]> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const address = server.address();
-  if (address === null || typeof address === 'string') throw new Error('no address');
-  const accepted = once(server, 'connection');
-  const client = connect(address.port, '127.0.0.1');
-  const [serverSide] = (await accepted) as [Socket];
-  await once(client, 'connect').catch(() => undefined);
-  server.close();
-  return [serverSide, client];
-}
 
 class RecordingSink implements SessionSink {
   packets: Buffer[] = [];
