@@ -4,7 +4,9 @@
 # ratios. Run as root from the repo after `npm ci`:  bash bench/run.sh
 # Env: T=seconds per iperf3 run (default 6); SKIP_PEERS=1 to skip OpenVPN/ocserv; PROFILE=DIR to also take a
 # node --cpu-prof of server and client during one extra TLS upload + download (profiles land in DIR);
-# CPU=1 to sample per-process CPU (pidstat) of the facade node processes during each iperf3 run.
+# CPU=1 to sample per-process CPU (pidstat) of the facade node processes during each iperf3 run;
+# GC=1 (GC=only: nothing else) to run one more TLS upload and download with node --trace-gc on both ends and count the collections
+# by kind (Scavenge, Mark-Compact, ...): the garbage the data path makes, per direction.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -149,13 +151,47 @@ profile_facade() { # one TLS upload with node --cpu-prof on both ends
   echo "profiles: $dir/server $dir/client"
 }
 
+gc_facade() { # one TLS upload and one download with --trace-gc on both ends; counts collections by kind
+  rm -rf "$W/state"; mkdir -p "$W/state"
+  ip netns exec fsrv node --trace-gc "$cli" server \
+    --listen 198.18.0.1:$PORT --http-listen 127.0.0.1:8080 --pool $POOL --users "$W/users.json" \
+    --tunnel-path /bench --state-dir "$W/state" --tun fsrv0 --log-level warn >"$W/gc-server.log" 2>&1 &
+  spid=$!; pids+=($spid)
+  for _ in $(seq 100); do ip netns exec fsrv ss -ltn | grep -q "198.18.0.1:$PORT " && break; sleep 0.1; done
+  local fp; fp=$(openssl x509 -in "$W/state/self-signed.crt.pem" -outform der | sha256sum | cut -d' ' -f1)
+  ip netns exec fcli node --trace-gc "$cli" client \
+    "https://198.18.0.1:$PORT/bench" --user alice --password-file "$W/pw" --pin "sha256:$fp" --tun fbench0 \
+    --log-level info >"$W/gc-client.log" 2>&1 &
+  cpid=$!; pids+=($cpid)
+  wait_log "$W/gc-client.log" "connected:" "facade client (gc)"
+  local dir
+  for dir in up down; do
+    local from_s from_c bw
+    from_s=$(stat -c %s "$W/gc-server.log"); from_c=$(stat -c %s "$W/gc-client.log")
+    if [ $dir = up ]; then bw=$(iperf $TUN_ADDR); else bw=$(iperf $TUN_ADDR -R); fi
+    for side in server client; do
+      local from=$from_s; [ $side = client ] && from=$from_c
+      printf 'gc %-4s %-6s %6s Mbit/s in %ss: ' $dir $side "$bw" "$T"
+      tail -c +$((from + 1)) "$W/gc-$side.log" | grep -aoE '(Scavenge|Mark-Compact|Mark-sweep|Minor Mark-Sweep)' |
+        sort | uniq -c | awk '{n=$1; $1=""; printf "%s%s x%d", sep, $0, n; sep=","} END {if (!NR) printf "none"; print ""}' ||
+        true
+      # Why the major ones ran (V8's words at the end of each trace line).
+      tail -c +$((from + 1)) "$W/gc-$side.log" | grep -a 'Mark-Compact' | sed -E 's/.*current mu = [0-9.]+\) //' |
+        sort | uniq -c | sort -rn | head -3 | sed 's/^/    /' || true
+    done
+  done
+  stop_all
+}
+
 echo "== facade bench: T=${T}s per iperf3 run, $(nproc) cores, $(date -u +%FT%TZ)"
 netns_up
+if [ "${GC:-}" = only ]; then gc_facade; exit 0; fi
 record plain "$(iperf 198.18.0.1)" "$(rtt 198.18.0.1)"
 measure_facade tls
 measure_facade plaintext
 measure_facade no-offload
 if [ -n "${PROFILE:-}" ]; then profile_facade "$PROFILE"; fi
+if [ -n "${GC:-}" ]; then gc_facade; fi
 netns_down
 
 # --- peers (peers.sh builds its own fsrv/fcli, so ours are down by now) ----------------------------------

@@ -24,6 +24,7 @@ import type { PacketBatch, TunLike } from '../net/tun.js';
 import { type ControlMessage, DisconnectReason, describeReason, type Route } from '../protocol/control.js';
 import { OFFLOAD_HEADER_SIZE, type OffloadHeader } from '../protocol/frame.js';
 import type { TransportName, TunnelIdentity } from '../protocol/handshake.js';
+import { SessionBuffers } from '../session/buffers.js';
 import {
   type AllowedSources,
   Session,
@@ -105,6 +106,8 @@ export class TunnelEngine implements SessionSink {
   private readonly byUser = new Map<string, Peer>();
   /** Packets decoded from one socket chunk, written to the TUN in one batch. */
   private readonly toTun: TunWriteBatch;
+  /** Output slabs and the straddle buffer, reused by every session of this engine. */
+  private readonly buffers = new SessionBuffers();
   /** The TUN has IFF_VNET_HDR: packets carry virtio_net_hdr metadata and may be GSO super-packets. */
   private readonly vnetHdr: boolean;
   private closed = false;
@@ -165,6 +168,7 @@ export class TunnelEngine implements SessionSink {
         initialBytes,
         offload: this.vnetHdr,
         mtu: this.options.mtu,
+        buffers: this.buffers,
       });
     if (this.vnetHdr && !request.offload) {
       // Our TUN hands over GSO super-packets and partial checksums; a peer without offload could not

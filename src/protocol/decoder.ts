@@ -35,8 +35,9 @@ export const DEFAULT_MAX_CONTROL_PAYLOAD = MAX_FRAME_LENGTH;
 
 export interface FrameSink {
   /**
-   * One IP packet. `packet` is a view into the socket's data or a fresh copy; the decoder never writes to
-   * it or hands it out again, so the sink may keep it. `offload` is null for DATA frames; for DATA_OFFLOAD
+   * One IP packet. `packet` is a view into the socket's data or a copy; the decoder never writes to a view
+   * or hands it out again. A copy lives in the `straddle` buffer when one was given (valid until the next
+   * push), else in a fresh buffer the sink may keep. `offload` is null for DATA frames; for DATA_OFFLOAD
    * it is the decoder's single reusable object, overwritten by the next frame: copy the fields to keep them.
    */
   onPacket(packet: Buffer, offload: OffloadHeader | null): void;
@@ -79,9 +80,16 @@ export class FrameDecoder {
   private fixedOffset = 0;
   /** Set by the first error; every later push() throws it again. */
   private failure: unknown = null;
+  private readonly straddle: (() => Buffer) | undefined;
 
-  constructor(sink: FrameSink, options: FrameDecoderOptions = {}) {
+  /**
+   * `straddle` gives where to copy a payload that straddles chunks (at least MAX_FRAME_LENGTH bytes),
+   * instead of a fresh buffer per frame. Such a payload is then valid only until the next push(): the sink
+   * must be done with it by the time push() returns (the session's sink writes its TUN batch before that).
+   */
+  constructor(sink: FrameSink, options: FrameDecoderOptions = {}, straddle?: () => Buffer) {
     this.sink = sink;
+    this.straddle = straddle;
     this.configure(options);
   }
 
@@ -216,7 +224,10 @@ export class FrameDecoder {
     return this.scratch;
   }
 
-  /** Consumes `n` buffered bytes: a view when they sit in one chunk, a fresh copy when they straddle. */
+  /**
+   * Consumes `n` buffered bytes: a view when they sit in one chunk; when they straddle, a copy in the
+   * shared straddle buffer (valid until the next push) or, without one, in a fresh buffer.
+   */
   private consume(n: number): Buffer {
     const head = this.chunks[0]!;
     const start = this.headOffset;
@@ -224,7 +235,7 @@ export class FrameDecoder {
       this.advance(head, start + n, n);
       return head.subarray(start, start + n);
     }
-    const copy = Buffer.allocUnsafe(n);
+    const copy = this.straddle === undefined ? Buffer.allocUnsafe(n) : this.straddle().subarray(0, n);
     this.copyOut(copy, n);
     return copy;
   }

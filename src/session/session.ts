@@ -39,9 +39,7 @@ import {
   writeOffloadHeader,
 } from '../protocol/frame.js';
 import { OffloadProblem, offloadProblem } from '../protocol/offload-check.js';
-
-/** Output slab size: frames are appended here and written in one piece; 256 KiB holds a full TUN batch. */
-const OUTPUT_SLAB_BYTES = 256 * 1024;
+import { SessionBuffers } from './buffers.js';
 
 /** How long a closing session waits for its DISCONNECT frame to drain before the socket is destroyed. */
 const CLOSE_LINGER_MS = 2_000;
@@ -83,6 +81,8 @@ export interface SessionOptions {
   readonly allowedSources?: AllowedSources | undefined;
   /** Largest DATA payload accepted (defaults to MAX_PACKET_SIZE). */
   readonly maxPacket?: number;
+  /** Reused output slabs and straddle buffer, shared by an engine's sessions (default: the session's own). */
+  readonly buffers?: SessionBuffers | undefined;
   /** Bytes that arrived together with the handshake and belong to the frame stream. */
   readonly initialBytes?: Buffer | undefined;
   /** DATA_OFFLOAD frames (virtio_net_hdr metadata, GSO super-packets) on from the start (server side). */
@@ -136,7 +136,11 @@ export class Session implements FrameSink {
   private offload: boolean;
   /** Bounds gso_size in onPacket; the client's is set from CONFIG. */
   private offloadMtu: number;
+  private readonly buffers: SessionBuffers;
   private slab: Buffer | null = null;
+  /** The slab each socket write in flight came from, oldest first (writes complete in order). */
+  private readonly inflight: Buffer[] = [];
+  private inflightHead = 0;
   private slabUsed = 0;
   private flushFrom = 0;
   private flushScheduled = false;
@@ -155,10 +159,16 @@ export class Session implements FrameSink {
     this.allowed = options.allowedSources;
     this.offload = options.offload ?? false;
     this.offloadMtu = options.mtu ?? MAX_PACKET_SIZE;
-    this.decoder = new FrameDecoder(this, {
-      maxPayload: options.maxPacket ?? MAX_PACKET_SIZE,
-      offload: this.offload,
-    });
+    const buffers = options.buffers ?? new SessionBuffers();
+    this.buffers = buffers;
+    this.decoder = new FrameDecoder(
+      this,
+      {
+        maxPayload: options.maxPacket ?? MAX_PACKET_SIZE,
+        offload: this.offload,
+      },
+      () => buffers.straddle,
+    );
     this.socket.on('data', this.onSocketData);
     this.socket.on('end', this.onSocketEnd);
     this.socket.on('close', this.onSocketEnd);
@@ -243,11 +253,13 @@ export class Session implements FrameSink {
     let slab = this.slab;
     if (slab === null || slab.length - this.slabUsed < frameLength) {
       this.flush();
-      // The old slab stays alive as long as the writes that reference it; we only ever move forward.
-      slab = Buffer.allocUnsafeSlow(Math.max(OUTPUT_SLAB_BYTES, frameLength));
+      // The full slab goes back to the pool when its last write completes (onWritten); only forward.
+      const old = slab;
+      slab = this.buffers.slabs.take();
       this.slab = slab;
       this.slabUsed = 0;
       this.flushFrom = 0;
+      if (old !== null && !this.writing(old)) this.buffers.slabs.give(old);
     }
     const at = this.slabUsed;
     this.slabUsed += frameLength;
@@ -266,8 +278,38 @@ export class Session implements FrameSink {
     const bytes = this.slab.subarray(this.flushFrom, this.slabUsed);
     this.flushFrom = this.slabUsed;
     this.stats.bytesOut += bytes.length;
-    this.socket.write(bytes);
+    this.inflight.push(this.slab);
+    this.socket.write(bytes, this.onWritten);
   };
+
+  /**
+   * A socket write finished (or failed: the socket is going away): its slab is free again once no later
+   * write uses it. The current slab, all written and idle, goes back too, so an idle session holds none.
+   */
+  private readonly onWritten = (): void => {
+    const slab = this.inflight[this.inflightHead];
+    if (slab === undefined) return;
+    this.inflight[this.inflightHead] = undefined as unknown as Buffer;
+    this.inflightHead++;
+    if (this.inflightHead === this.inflight.length) {
+      this.inflight.length = 0;
+      this.inflightHead = 0;
+    }
+    if (this.writing(slab)) return;
+    if (slab !== this.slab) {
+      this.buffers.slabs.give(slab);
+    } else if (this.slabUsed === this.flushFrom && !this.flushScheduled) {
+      this.slab = null;
+      this.slabUsed = 0;
+      this.flushFrom = 0;
+      this.buffers.slabs.give(slab);
+    }
+  };
+
+  /** True while a socket write in flight still reads from `slab`. */
+  private writing(slab: Buffer): boolean {
+    return this.inflightHead < this.inflight.length && this.inflight[this.inflight.length - 1] === slab;
+  }
 
   /**
    * Sends a control message after the packets already framed, under the same output bound as packets: a

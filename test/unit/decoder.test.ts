@@ -342,3 +342,21 @@ test('empty chunks are harmless', () => {
   decoder.push(Buffer.alloc(0));
   assert.equal(sink.received.length, 1);
 });
+
+test('a frame split across reads is copied into the straddle buffer when one is given, not a fresh one', () => {
+  const straddle = Buffer.alloc(MAX_PACKET_SIZE);
+  const sink = new CollectingSink();
+  const decoder = new FrameDecoder(sink, {}, () => straddle);
+  const payload = Buffer.alloc(3000, 7);
+  const frame = encodeFrame(FrameType.DATA, payload);
+  for (let round = 0; round < 3; round++) {
+    decoder.push(frame.subarray(0, 1000));
+    decoder.push(frame.subarray(1000));
+  }
+  assert.equal(sink.received.length, 3);
+  for (const view of sink.views) assert.equal(view.buffer, straddle.buffer, 'the copy lives in the straddle buffer');
+  assert.deepEqual(sink.received[2]?.bytes, payload);
+  // A frame that sits in one read is still a view of that read, never copied.
+  decoder.push(frame);
+  assert.equal(sink.views[3]?.buffer, frame.buffer);
+});

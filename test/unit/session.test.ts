@@ -10,6 +10,7 @@ import { ipv4ToNumber, setIpv4HeaderChecksum } from '../../src/net/packet.js';
 import { DisconnectReason, decodeControl, encodeControlFrame } from '../../src/protocol/control.js';
 import { FrameDecoder } from '../../src/protocol/decoder.js';
 import { encodeFrame, FrameType } from '../../src/protocol/frame.js';
+import { SessionBuffers } from '../../src/session/buffers.js';
 import { Session, type SessionCloseReason, type SessionSink } from '../../src/session/session.js';
 import { socketPair } from '../helpers/frame-peer.js';
 
@@ -208,6 +209,31 @@ test('control messages count against the output bound like packets', async () =>
   const sent = session.sendControl({ type: 'disconnect', reason: 0, message: 'x'.repeat(1000) });
   assert.equal(sent, false);
   assert.equal(session.stats.queueDrops, drops + 1);
+  session.close(DisconnectReason.NORMAL, 'done');
+  b.destroy();
+});
+
+test('output slabs are reused: many batches to a reading peer allocate a few, and an idle session holds none', async () => {
+  const [a, b] = await socketPair();
+  const buffers = new SessionBuffers();
+  const session = new Session({ socket: a, sink: new RecordingSink(), logger, keepaliveMs: 0, buffers });
+  let received = 0;
+  b.on('data', (chunk: Buffer) => {
+    received += chunk.length;
+  });
+  const big = Buffer.alloc(1400);
+  ipv4Packet('198.18.8.1', '198.18.8.2').copy(big);
+  // 64 MB in batches of 64 packets (about a TUN batch each), each batch flushed as the engine does.
+  for (let batch = 0; batch < 700; batch++) {
+    for (let i = 0; i < 64; i++) session.queuePacket(big, 0, big.length);
+    session.flush();
+    await new Promise((r) => setImmediate(r));
+  }
+  const sent = 700 * 64 * (big.length + 4) - session.stats.queueDrops * (big.length + 4);
+  while (received < sent) await new Promise((r) => setTimeout(r, 5));
+  await new Promise((r) => setImmediate(r));
+  assert.ok(buffers.slabs.allocated <= 20, `${buffers.slabs.allocated} slabs allocated for 700 batches`);
+  assert.equal(buffers.slabs.free, buffers.slabs.allocated, 'the idle session gave every slab back');
   session.close(DisconnectReason.NORMAL, 'done');
   b.destroy();
 });
