@@ -354,7 +354,8 @@ test('a frame split across reads is copied into the straddle buffer when one is 
     decoder.push(frame.subarray(1000));
   }
   assert.equal(sink.received.length, 3);
-  for (const view of sink.views) assert.equal(view.buffer, straddle.buffer, 'the copy lives in the straddle buffer');
+  for (const view of sink.views)
+    assert.equal(view.buffer, straddle.buffer, 'the copy lives in the straddle buffer');
   assert.deepEqual(sink.received[2]?.bytes, payload);
   // A frame that sits in one read is still a view of that read, never copied.
   decoder.push(frame);
