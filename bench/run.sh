@@ -12,6 +12,8 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 T=${T:-6}
 W=$(mktemp -d /tmp/facade-bench.XXXXXX)
+# The server drops to nobody after start-up (--run-as): the state directory in here must be reachable.
+chmod 0755 "$W"
 cli="$repo/dist/src/cli.js"
 # Facade's pool: inside 198.18.0.0/15, clear of the peers' pools (OpenVPN 198.19.0.0/24, ocserv 198.20.0.0/24).
 POOL=198.19.128.0/24
@@ -93,7 +95,7 @@ wait_log() { # $1 file, $2 pattern, $3 what
 }
 
 # --- facade ---------------------------------------------------------------------------------------------
-echo secretpw | node "$cli" user add alice --users "$W/users.json" >/dev/null
+echo secretpw | node "$cli" user add alice --users "$W/users.json" --tunnel-path /bench >/dev/null
 echo secretpw >"$W/pw"
 
 facade_up() { # $1 = tls|plaintext|no-offload (TLS without GSO offload); sets spid cpid

@@ -15,12 +15,12 @@ import {
   DisconnectReason,
   describeReason,
 } from '../protocol/control.js';
-import { deriveClientKey, passwordFromText } from '../protocol/credentials.js';
+import { deriveUserKey, passwordFromText, type UserKey } from '../protocol/credentials.js';
 import type { OffloadHeader } from '../protocol/frame.js';
 import { Session, type SessionCloseReason, type SessionSink } from '../session/session.js';
 import { TunWriteBatch } from '../session/tun-write-batch.js';
 import { Backoff } from './backoff.js';
-import { connectTunnel, PermanentConnectError } from './connect.js';
+import { connectTunnel, PermanentConnectError, tunnelTarget } from './connect.js';
 import { ClientNetwork } from './routes.js';
 
 /** What the client needs of the host's network configuration: routes.ts's ClientNetwork by default. */
@@ -61,7 +61,8 @@ export class TunnelClient implements SessionSink {
   /** Sessions that have had their CONFIG. */
   private readonly configured = new WeakSet<Session>();
   private serverAddress = '';
-  private clientKey: Buffer | undefined;
+  /** The user's key pair for this server (its tunnel path is the realm), derived once at start. */
+  private userKey: UserKey | undefined;
   private toTun: TunWriteBatch | undefined;
   private reconnectTimer: NodeJS.Timeout | undefined;
   private stopped = false;
@@ -85,14 +86,15 @@ export class TunnelClient implements SessionSink {
 
   async start(): Promise<void> {
     const password = passwordFromText(readFileSync(this.config.passwordFile, 'utf8'));
-    this.clientKey = await deriveClientKey(this.config.user, password);
+    // Slow (scrypt) once; each connection then only signs (connect.ts).
+    this.userKey = await deriveUserKey(tunnelTarget(this.config.url), this.config.user, password);
     void this.connectLoop();
   }
 
   private async connectLoop(): Promise<void> {
     if (this.stopped) return;
     try {
-      const connection = await connectTunnel(this.config, this.clientKey as Buffer);
+      const connection = await connectTunnel(this.config, this.userKey as UserKey);
       if (this.stopped) {
         connection.socket.destroy();
         return;

@@ -1,5 +1,6 @@
 // Opens one tunnel connection: TCP (+TLS unless --plaintext), the upgrade request, the 101 answer.
-// The server certificate is verified by default (system CAs plus --ca), or pinned by fingerprint.
+// The server certificate is verified by default (system CAs plus --ca), or pinned by fingerprint. The
+// credential is made for this connection: signed over its TLS exporter, with a fresh time and nonce.
 
 import { lookup } from 'node:dns/promises';
 import { readFileSync } from 'node:fs';
@@ -7,8 +8,8 @@ import { connect as netConnect, type Socket } from 'node:net';
 import { checkServerIdentity, rootCertificates, type TLSSocket, connect as tlsConnect } from 'node:tls';
 import type { ClientConfig } from '../config/schema.js';
 import { facadeError } from '../core/errors.js';
-import { HANDSHAKE_TIMEOUT_MS, MAX_REQUEST_HEAD_BYTES } from '../core/limits.js';
-import { encodeAuthorization } from '../protocol/credentials.js';
+import { AUTH_WINDOW_SECONDS, HANDSHAKE_TIMEOUT_MS, MAX_REQUEST_HEAD_BYTES } from '../core/limits.js';
+import { connectionBinding, createAuthorization, type UserKey } from '../protocol/credentials.js';
 import { responseStatus, upgradeRequest } from '../protocol/handshake.js';
 import { findHeadEnd } from '../protocol/http-head.js';
 import { derFingerprint } from '../protocol/pin.js';
@@ -24,7 +25,15 @@ export interface TunnelConnection {
 /** A failure that another attempt cannot fix (wrong credentials, pin mismatch): the client stops. */
 export class PermanentConnectError extends Error {}
 
-export async function connectTunnel(config: ClientConfig, clientKey: Buffer): Promise<TunnelConnection> {
+/**
+ * The request target of the tunnel in the client's URL. It is also the realm the user's key is derived for
+ * (credentials.ts): the server's secret tunnel path, which the client has only because it dials it.
+ */
+export function tunnelTarget(url: URL): string {
+  return `${url.pathname}${url.search}`;
+}
+
+export async function connectTunnel(config: ClientConfig, key: UserKey): Promise<TunnelConnection> {
   const { url } = config;
   const port = url.port === '' ? (url.protocol === 'https:' ? 443 : 80) : Number(url.port);
   const host = url.hostname.replace(/^\[|\]$/g, '');
@@ -33,11 +42,13 @@ export async function connectTunnel(config: ClientConfig, clientKey: Buffer): Pr
     ? await openPlain(address, port)
     : await openTls(config, address, port, host);
   try {
+    // Without TLS (--plaintext) there is no exporter: the zero binding; time and nonce still hold.
+    const binding = connectionBinding(socket);
     socket.write(
       upgradeRequest({
-        target: `${url.pathname}${url.search}`,
+        target: tunnelTarget(url),
         host: url.host,
-        authorization: encodeAuthorization(config.user, clientKey),
+        authorization: createAuthorization(key, binding),
         capabilities: { offload: config.offload },
       }),
     );
@@ -46,7 +57,7 @@ export async function connectTunnel(config: ClientConfig, clientKey: Buffer): Pr
       throw new PermanentConnectError(
         facadeError('CONNECT_REFUSED', [
           url.origin,
-          `it answered HTTP ${status} like a website: the tunnel path, user or password is wrong`,
+          `it answered HTTP ${status} like a website: the tunnel path, user or password is wrong, or this machine's clock is more than ${AUTH_WINDOW_SECONDS / 60} minutes off (or the server runs a newer facade: upgrade this client)`,
         ]).message,
       );
     }

@@ -35,11 +35,12 @@ export async function runInit(argv: string[]): Promise<number> {
     stateDir: resolve(dir, 'state'),
   };
   await writeFile(configPath, `${JSON.stringify(config, null, 2)}\n`, { mode: 0o600, flag: 'wx' });
-  const users = await UsersFile.load(config.users, { allowMissing: true });
+  // The users file records the tunnel path's realm: the users' keys are derived from the path.
+  const users = await UsersFile.load(config.users, { allowMissing: true, tunnelPath });
   await users.save();
   process.stdout.write(
     `wrote ${configPath} (secret tunnel path ${tunnelPath})\n\n` +
-      `next:\n  echo 'a-long-password' | npx facade user add alice --users ${config.users}\n` +
+      `next:\n  echo 'a-long-password' | npx facade user add alice --config ${configPath}\n` +
       `  sudo npx facade server --config ${configPath}\n` +
       `  # on a client: sudo npx facade client https://SERVER${tunnelPath} --user alice --password-file FILE --pin <fingerprint the server logs>\n`,
   );

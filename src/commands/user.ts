@@ -9,6 +9,7 @@ import type { ReadStream } from 'node:tty';
 import { renderHelp } from '../config/help.js';
 import { type Kind, text, where } from '../config/kinds.js';
 import { loadSettings } from '../config/load.js';
+import { SERVER_SETTINGS } from '../config/server-settings.js';
 import { optional, resolveSettings } from '../config/setting.js';
 import { FacadeError, facadeError, isFacadeError } from '../core/errors.js';
 import { MAX_PASSWORD_BYTES, passwordFromText, userNameProblem } from '../protocol/credentials.js';
@@ -21,13 +22,17 @@ export interface CommandIo {
 }
 
 export const USER_USAGE = `Usage:
-  facade user add NAME --users FILE [--static-ipv4 ADDR] [--static-ipv6 ADDR]
-  facade user del NAME --users FILE
-  facade user list --users FILE
+  facade user add NAME --config FILE [--static-ipv4 ADDR] [--static-ipv6 ADDR]
+  facade user add NAME --users FILE --tunnel-path PATH [--static-ipv4 ADDR] [--static-ipv6 ADDR]
+  facade user del NAME (--users FILE | --config FILE)
+  facade user list (--users FILE | --config FILE)
 
+--config takes the users file and the tunnel path from the server's config (facade.json).
 add   reads the password from stdin: the first line of a pipe or file (e.g.
-      \`facade user add alice --users users.json < alice.pass\`), or, on a terminal,
+      \`facade user add alice --config facade.json < alice.pass\`), or, on a terminal,
       asks for it twice without echo. The file is created (mode 0600) if missing.
+      It stores only a public key, derived from the password and the tunnel path:
+      after changing the tunnel path, add every user again (into a new file).
 del   removes the user; their running tunnel is not cut, the next connect fails.
 list  prints one user per line, with static addresses if any.
 
@@ -45,9 +50,14 @@ function address(family: 4 | 6): Kind<string> {
   );
 }
 
-// Flags only: a users file is named on each command line, never in a config file.
+// The users file and the tunnel path come from flags or from the server's config file (--config): the
+// same keys as the server's settings, so `facade user add NAME --config facade.json` finds both.
 const USER_SETTINGS = {
   users: optional(text('FILE'), { flag: 'users', help: 'the users file' }),
+  tunnelPath: optional(SERVER_SETTINGS.tunnelPath.kind, {
+    flag: 'tunnel-path',
+    help: "add: the server's secret tunnel path (the users' keys are derived from it)",
+  }),
   staticIpv4: optional(address(4), {
     flag: 'static-ipv4',
     help: 'add: the IPv4 address this user always gets',
@@ -62,6 +72,7 @@ interface ParsedArgs {
   action: 'add' | 'del' | 'list';
   name?: string;
   usersPath: string;
+  tunnelPath?: string | undefined;
   staticIpv4?: string | undefined;
   staticIpv6?: string | undefined;
 }
@@ -79,6 +90,7 @@ export async function runUserCommand(argv: string[], io: CommandIo): Promise<num
     return EXIT_USAGE;
   }
   if (args === undefined) {
+    // --config is explained in the usage; its file is the server's, so no "config key" notes here.
     io.stdout.write(`${USER_USAGE}\nOptions:\n${renderHelp(USER_SETTINGS, { configFile: false })}\n`);
     return EXIT_OK;
   }
@@ -94,15 +106,19 @@ export async function runUserCommand(argv: string[], io: CommandIo): Promise<num
   } catch (err) {
     if (!(err instanceof FacadeError)) throw err;
     io.stderr.write(`facade user ${args.action}: ${err.message}\n`);
-    // A bad name or password is the caller's input, like a usage error; the rest are failures.
-    return isFacadeError(err, 'USER_NAME') || isFacadeError(err, 'USER_PASSWORD') ? EXIT_USAGE : EXIT_FAILED;
+    // A bad name or password, or a users file to be made anew, is for the caller to fix, like a usage
+    // error; the rest are failures.
+    const callers = ['USER_NAME', 'USER_PASSWORD', 'USERS_FILE_V1', 'USERS_FILE_REALM'] as const;
+    return callers.some((code) => isFacadeError(err, code)) ? EXIT_USAGE : EXIT_FAILED;
   }
 }
 
 /** The command line, or undefined when it asks for help. */
 function parseArgs(argv: string[]): ParsedArgs | undefined {
   if (argv[0] === 'help') return undefined;
-  const { raw, positionals, help } = loadSettings('user', USER_SETTINGS, argv, { configFile: false });
+  const { raw, positionals, help } = loadSettings('user', USER_SETTINGS, argv, {
+    configFile: SERVER_SETTINGS,
+  });
   if (help) return undefined;
   const options = resolveSettings(USER_SETTINGS, raw, (input, problem) =>
     usage(`--${input.flag} ${problem}`),
@@ -112,7 +128,8 @@ function parseArgs(argv: string[]): ParsedArgs | undefined {
   if (action === undefined) throw usage('missing action: add, del or list');
   if (action !== 'add' && action !== 'del' && action !== 'list')
     throw usage(`unknown action "${action}": expected add, del or list`);
-  if (options.users === undefined) throw usage('missing --users FILE');
+  if (options.users === undefined)
+    throw usage("missing --users FILE (or --config FILE, the server's facade.json)");
 
   if (action === 'list') {
     if (name !== undefined) throw usage(`list takes no user name, got "${name}"`);
@@ -124,10 +141,15 @@ function parseArgs(argv: string[]): ParsedArgs | undefined {
   if (extra.length > 0) throw usage(`unexpected argument "${extra[0]}"`);
   if ((options.staticIpv4 !== undefined || options.staticIpv6 !== undefined) && action !== 'add')
     throw usage('--static-ipv4/--static-ipv6 only go with add');
+  if (action === 'add' && options.tunnelPath === undefined)
+    throw usage(
+      "add needs the server's tunnel path (keys are derived from it): --config FILE (the server's facade.json) or --tunnel-path PATH",
+    );
 
   const parsed: ParsedArgs = {
     action,
     usersPath: options.users,
+    tunnelPath: options.tunnelPath,
     staticIpv4: options.staticIpv4,
     staticIpv6: options.staticIpv6,
   };
@@ -138,10 +160,12 @@ function parseArgs(argv: string[]): ParsedArgs | undefined {
 async function addUser(args: ParsedArgs, io: CommandIo): Promise<number> {
   const name = args.name!;
   // Load first: a missing name or an existing user is reported before anyone types a password.
-  const users = await UsersFile.load(args.usersPath, { allowMissing: true });
+  // A file made for another tunnel path is refused here too (USERS_FILE_REALM), before the password.
+  const tunnelPath = args.tunnelPath!;
+  const users = await UsersFile.load(args.usersPath, { allowMissing: true, tunnelPath });
   if (users.has(name)) throw facadeError('USER_EXISTS', [name, args.usersPath]);
   const password = await readPassword(name, io);
-  await users.add(name, password, { ipv4: args.staticIpv4, ipv6: args.staticIpv6 });
+  await users.add(name, password, tunnelPath, { ipv4: args.staticIpv4, ipv6: args.staticIpv6 });
   await users.save();
   io.stdout.write(`added user "${name}" to ${args.usersPath}\n`);
   return EXIT_OK;

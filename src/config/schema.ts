@@ -22,6 +22,8 @@ export interface ServerConfig {
   readonly site?: string | undefined;
   readonly upstream?: string | undefined;
   readonly stateDir: string;
+  /** User the server switches to after start-up (server/privileges.ts); 'root' keeps root. */
+  readonly runAs: string;
   readonly plaintext: boolean;
   readonly clientToClient: boolean;
   readonly mtu: number;

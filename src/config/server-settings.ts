@@ -69,6 +69,18 @@ export const SERVER_SETTINGS = {
     flag: 'state-dir',
     help: 'leases, certificates, status',
   }),
+  runAs: withDefault(
+    where(text('USER'), (name) =>
+      /^([A-Za-z_][A-Za-z0-9_.-]{0,31}\$?|\d+)$/.test(name)
+        ? null
+        : `expected a user name or uid, got "${name}"`,
+    ),
+    'auto',
+    {
+      flag: 'run-as',
+      help: 'user the server switches to once its TUN and ports are open; auto: the user who ran sudo, else nobody (a dedicated system user is better than both); root keeps every privilege',
+    },
+  ),
   plaintext,
   clientToClient: withDefault(onOff, false, {
     flag: 'client-to-client',

@@ -111,6 +111,18 @@ export const Errors = {
 
   // --- server: users, site ---------------------------------------------------------------------
   USERS_FILE: define('FACADE_ERR_USERS_FILE', 'users file %s: %s', EXIT_FAILURE_C),
+  /** A users file of credential version 1 (bearer keys): no conversion exists, every user is added anew. */
+  USERS_FILE_V1: define(
+    'FACADE_ERR_USERS_FILE_V1',
+    'users file %s is version 1 (replayable credentials), which this facade no longer accepts; a v1 entry cannot be converted: move the file away and add each user again with `facade user add NAME --config facade.json` (or --users FILE --tunnel-path PATH), then upgrade the clients. Users in it: %s',
+    EXIT_USAGE_C,
+  ),
+  /** The users file was made for another tunnel path: its users' keys are derived from that path. */
+  USERS_FILE_REALM: define(
+    'FACADE_ERR_USERS_FILE_REALM',
+    'users file %s was made for another tunnel path (realm %s, this one is %s): keys are derived from the tunnel path, so after changing it every user must be added again with `facade user add NAME --config facade.json` into a new users file (or use the old tunnel path)',
+    EXIT_USAGE_C,
+  ),
   USER_EXISTS: define('FACADE_ERR_USER_EXISTS', 'user "%s" already exists in %s', EXIT_USAGE_C),
   USER_UNKNOWN: define('FACADE_ERR_USER_UNKNOWN', 'no user "%s" in %s', EXIT_USAGE_C),
   USER_NAME: define('FACADE_ERR_USER_NAME', 'user name "%s" is not allowed: %s', EXIT_USAGE_C),
@@ -122,6 +134,8 @@ export const Errors = {
   SITE_DIR: define('FACADE_ERR_SITE_DIR', 'site folder %s cannot be served: %s (check --site)', EXIT_USAGE_C),
   /** A port the server must bind is taken (EADDRINUSE), privileged (EACCES) or not on this machine. */
   LISTEN: define('FACADE_ERR_LISTEN', 'cannot listen on %s (%s): %s', EXIT_FAILURE_C),
+  /** The server could not give up root for the user of --run-as, or that user cannot do its work. */
+  RUN_AS: define('FACADE_ERR_RUN_AS', 'cannot run as user "%s": %s', EXIT_FAILURE_C),
   SITE_UPSTREAM: define(
     'FACADE_ERR_SITE_UPSTREAM',
     'upstream "%s" is not usable: %s (expected http://127.0.0.1:PORT)',

@@ -29,6 +29,25 @@ export const TUN_BATCH_PACKETS = 256;
 /** Time a client has to send a complete tunnel request head; matches Node's default headersTimeout. */
 export const HANDSHAKE_TIMEOUT_MS = 60_000;
 
+/**
+ * How far a tunnel credential's time may be from the server's clock, either way (docs/PROTOCOL.md 1.1). It
+ * bounds how long a captured credential is worth anything where no TLS exporter binds it (a reverse proxy
+ * in front of facade, --plaintext), and how long its nonce must be remembered. Two minutes admit the clock
+ * drift of hosts without NTP for days and a slow connect (DNS, TCP, TLS retransmissions); a client whose
+ * clock is further off gets the site's 404 like a wrong password.
+ */
+export const AUTH_WINDOW_SECONDS = 120;
+
+/**
+ * Nonces of accepted tunnel credentials the server remembers (each for the window on both sides of its
+ * time, so up to 4 minutes). Only a valid signature gets a nonce stored, so only real users fill it; 16 times
+ * MAX_CONNECTIONS is more connects than a full server sees in 4 minutes, even when every client reconnects at
+ * once after a restart (backoff spreads them over seconds). At the cap a new credential is refused rather
+ * than the memory grown or an old nonce forgotten early (that would reopen the replay); the client retries
+ * with backoff and gets in once old nonces expire. ~100 bytes each: ~6.5 MiB at the cap.
+ */
+export const MAX_AUTH_NONCES = 65_536;
+
 /** Largest request head we hold while deciding whether it is a tunnel request (Node's maxHeaderSize). */
 export const MAX_REQUEST_HEAD_BYTES = 16 * 1024;
 

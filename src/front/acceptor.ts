@@ -3,14 +3,16 @@
 // door gives the connection to the site, which answers as it would any unknown path. Refusals are logged
 // in aggregate, once a second, off the path of the answer.
 //
-// Nothing here knows the engine or the users file: authentication is a function of the headers
-// (users/authenticator.ts) and the host is anything that attaches a Duplex with an identity. Another
-// transport (an HTTP/2 stream, a WebSocket) is another file like this one, using the same two ports.
+// Nothing here knows the engine or the users file: authentication is a function of the headers and the
+// connection's binding, its TLS exporter (users/authenticator.ts), and the host is anything that attaches
+// a Duplex with an identity. Another transport (an HTTP/2 stream, a WebSocket) is another file like this
+// one, using the same two ports.
 
+import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from '../core/log.js';
-import { parseAuthorization } from '../protocol/credentials.js';
+import { authorizationUser, BINDING_LENGTH, connectionBinding } from '../protocol/credentials.js';
 import {
   isUpgradeRequest,
   type TransportName,
@@ -24,8 +26,21 @@ import type { FrontDoorOptions } from './front-door.js';
 /** How long refused tunnel requests are gathered into one log line (a prober cannot flood it). */
 const REFUSAL_LOG_INTERVAL_MS = 1_000;
 
-/** What authenticate() sees for a head that did not parse: no target, no headers; it does the same work. */
-const UNPARSED: TunnelRequest = { target: '', headers: { get: () => undefined } };
+/** What authenticate() sees of a head that did not parse: no target, no headers; it does the same work. */
+const UNPARSED_HEADERS = { get: () => undefined };
+
+/**
+ * The binding of the connection a head came on: its TLS exporter, or null without TLS here. Computed for
+ * every head (the same work for each). Should the exporter fail (the connection broke under us), a random
+ * value: it matches nothing a client signed, and unlike null it cannot stand for "no TLS".
+ */
+function bindingOf(socket: Socket): Buffer | null {
+  try {
+    return connectionBinding(socket);
+  } catch {
+    return randomBytes(BINDING_LENGTH);
+  }
+}
 
 /** Where an accepted stream goes: the tunnel engine, or whatever the composition root puts there. */
 export interface TunnelHost {
@@ -50,9 +65,14 @@ export function createUpgradeAcceptor(options: {
   const { authenticate, host, logger } = options;
   const refusals = new RefusalLog(logger);
   return {
-    authenticate(head: RequestHead | null): TunnelIdentity | null {
+    authenticate(head: RequestHead | null, socket: Socket): TunnelIdentity | null {
       // Credentials first, for every head, so every head does the same work.
-      const identity = authenticate(head ?? UNPARSED);
+      const binding = bindingOf(socket);
+      const identity = authenticate(
+        head === null
+          ? { target: '', headers: UNPARSED_HEADERS, binding }
+          : { target: head.target, headers: head.headers, binding },
+      );
       return head !== null && isUpgradeRequest(head) ? identity : null;
     },
     accept(_head: RequestHead, socket: Socket, rest: Buffer, identity: TunnelIdentity): void {
@@ -96,7 +116,8 @@ class RefusalLog {
     if (this.count === 0) return;
     const users = new Set<string>();
     for (const header of this.authorizations) {
-      const user = parseAuthorization(header)?.user;
+      // Any version: an operator sees who still runs an old client.
+      const user = authorizationUser(header);
       if (user !== undefined) users.add(user);
     }
     this.logger.info(

@@ -42,11 +42,11 @@ export interface FrontDoorOptions<T> {
   /** Exact request target of the tunnel, e.g. "/x7Yq2/connect". */
   readonly tunnelPath: string;
   /**
-   * Checks a complete first-request head (null when it did not parse) and returns who it authenticates,
-   * or null. Called for EVERY complete first head, whatever its path, and must cost the same whatever
-   * the answer: synchronous, cheap, no logging (see onRefused).
+   * Checks a complete first-request head (null when it did not parse), which arrived on `socket`, and
+   * returns who it authenticates, or null. Called for EVERY complete first head, whatever its path, and
+   * must cost the same whatever the answer: synchronous, cheap, no logging (see onRefused).
    */
-  readonly authenticate: (head: RequestHead | null) => T | null;
+  readonly authenticate: (head: RequestHead | null, socket: Socket) => T | null;
   /**
    * Takes an authenticated request for the tunnel path: writes the 101 and owns the socket from then on;
    * `rest` holds bytes that followed the head.
@@ -135,7 +135,7 @@ class FirstRequest<T> {
   start(): void {
     this.waiting.add(this);
     this.socket.on('data', this.onData);
-    this.socket.on('end', this.onGone);
+    this.socket.on('end', this.onEnd);
     this.socket.on('close', this.onGone);
     this.socket.on('error', this.onGone);
     this.timer = setTimeout(this.onTimeout, this.options.firstBytesWaitMs ?? FIRST_BYTES_WAIT_MS);
@@ -173,7 +173,7 @@ class FirstRequest<T> {
   private decide(buffered: Buffer, headEnd: number): void {
     this.finish();
     const head = parseRequestHead(buffered, headEnd);
-    const identity = this.options.authenticate(head);
+    const identity = this.options.authenticate(head, this.socket);
     const forTunnel = head !== null && head.target === this.options.tunnelPath;
     if (forTunnel && identity !== null) {
       try {
@@ -201,6 +201,22 @@ class FirstRequest<T> {
     this.decline();
   };
 
+  /**
+   * The peer half-closed before we decided. A plain site sees the bytes so far and then the end, and
+   * answers that (Node: 400 to an incomplete head, a quiet close to nothing at all), so the site gets
+   * exactly that: the connection, the bytes replayed, the end replayed. (The end cannot be pushed back
+   * like bytes can.)
+   */
+  private readonly onEnd = (): void => {
+    if (this.decided) return;
+    const buffered = this.chunks.length === 0 ? null : (this.chunks[0] as Buffer);
+    this.finish();
+    this.chunks = [];
+    this.handToSite(this.socket);
+    if (buffered !== null && buffered.length > 0) this.socket.emit('data', buffered);
+    this.socket.emit('end');
+  };
+
   private readonly onGone = (): void => {
     // The peer left (or broke) before we decided: nothing to hand over.
     if (this.decided) return;
@@ -219,7 +235,7 @@ class FirstRequest<T> {
     this.waiting.delete(this);
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.socket.removeListener('data', this.onData);
-    this.socket.removeListener('end', this.onGone);
+    this.socket.removeListener('end', this.onEnd);
     this.socket.removeListener('close', this.onGone);
     this.socket.removeListener('error', this.onGone);
   }

@@ -40,8 +40,11 @@ export interface FrontOptions {
 
 export interface Front {
   readonly app: FastifyInstance;
-  /** Binds the site; the port it got (0 asks for a free one). */
-  listen(host: string, port: number): Promise<number>;
+  /**
+   * Binds the site; the port it got (0 asks for a free one). With `bound`, serves that already bound
+   * socket instead (server/bound-port.ts: bound while the server was root, served once it no longer is).
+   */
+  listen(host: string, port: number, bound?: { handle: unknown }): Promise<number>;
   /** Puts a renewed certificate in service for new connections; open ones keep theirs. */
   setCertificate(pair: { readonly key: string; readonly cert: string }): void;
   close(): Promise<void>;
@@ -90,8 +93,9 @@ export async function createFront(options: FrontOptions): Promise<Front> {
   }
   return {
     app,
-    async listen(host, port) {
-      await app.listen({ host, port });
+    async listen(host, port, bound) {
+      // Node's listen takes `handle` in its options; fastify passes them through.
+      await app.listen(bound === undefined ? { host, port } : ({ host, port, ...bound } as { host: string }));
       const address = app.server.address();
       return typeof address === 'object' && address !== null ? address.port : port;
     },

@@ -48,6 +48,11 @@ export interface HttpListenerOptions {
   /** Open connections in total and per source address (defaults: core/limits.ts, as the website's). */
   maxConnections?: number;
   maxConnectionsPerAddress?: number;
+  /**
+   * A socket already bound to host:port (server/bound-port.ts, bound while the server was root): served
+   * instead of binding one here.
+   */
+  bound?: { handle: unknown };
 }
 
 export interface HttpListener {
@@ -139,7 +144,7 @@ export async function startHttpListener(options: HttpListenerOptions): Promise<H
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(options.port, options.host, () => {
+    server.listen(options.bound ?? { port: options.port, host: options.host }, () => {
       server.off('error', reject);
       resolve();
     });

@@ -7,7 +7,7 @@
 //           Host: <host>                                 Connection: Upgrade
 //           Connection: Upgrade                          Upgrade: facade
 //           Upgrade: facade
-//           Authorization: <credentials.ts>
+//           Authorization: <credentials.ts: signed, bound to this TLS connection, single use>
 //           Facade-Capabilities: offload         then both sides speak frames (frame.ts) on the stream.
 //
 // Any other transport (an HTTP/2 stream, a WebSocket) carries the same Authorization and
@@ -37,10 +37,16 @@ export interface HeaderLookup {
   get(name: string): string | undefined;
 }
 
-/** What every transport can tell about a tunnel request: its target (path) and headers. */
+/** What every transport can tell about a tunnel request: its target (path), headers and binding. */
 export interface TunnelRequest {
   readonly target: string;
   readonly headers: HeaderLookup;
+  /**
+   * The TLS exporter of the connection the request came on (credentials.ts connectionBinding), which the
+   * credential's signature must cover; null when TLS does not end here (--plaintext, a reverse proxy in
+   * front): then the zero binding, and only the credential's time and nonce stop a replay.
+   */
+  readonly binding: Buffer | null;
 }
 
 export interface TunnelCapabilities {

@@ -2,10 +2,13 @@
 // know each other only through the small interfaces they declare (TunnelHost, Authenticate, TunLike).
 //
 // Steps, in order, each registering what it opened on one Disposer (closed in reverse on failure and on
-// shutdown): state directory and users (cheap checks that fail fast) ─► address pool ─► certificates and
-// the port-80 listener ─► TUN ─► engine ─► the front (site + front door + acceptor) ─► listen ─► timers.
-// The public port opens last, so it opens only when everything behind it works; a failure at any step
-// leaves nothing open and rethrows the coded error (the command exits with its code).
+// shutdown): state directory and users (cheap checks that fail fast) ─► address pool ─► certificate
+// files (operator's or self-signed; no network) ─► TUN ─► ports 80 and 443 bound ─► root dropped
+// (privileges.ts) ─► port 80 served ─► ACME ─► engine ─► the front (site + front door + acceptor) ─►
+// port 443 served ─► timers. Everything up to the drop is what needs root; nothing that answers the
+// network (the site, TLS, ACME, port 80) starts before it (bound-port.ts). The public port is served last,
+// so only when everything behind it works; a failure at any step leaves nothing open and rethrows the
+// coded error (the command exits with its code).
 
 import { readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
@@ -23,11 +26,14 @@ import { TunnelEngine } from '../engine/engine.js';
 import { AddressPool } from '../engine/pool.js';
 import { createFront, type Front } from '../front/front.js';
 import { type HttpListener, startHttpListener } from '../front/http-listener.js';
+import { SITE_DEFAULT_DIR } from '../front/site.js';
 import { addAddress, setLinkUp, setMtu, setTxQueueLength } from '../net/ifconfig.js';
 import { TunDevice } from '../net/tun.js';
 import { createAuthenticator } from '../users/authenticator.js';
 import { UsersFile } from '../users/users-file.js';
+import { BoundPort } from './bound-port.js';
 import { Disposer } from './disposer.js';
+import { dropPrivileges } from './privileges.js';
 import { type StatusSnapshot, writeStatusFile } from './status.js';
 
 /** How often the users file is checked for changes (`facade user add` while the server runs). */
@@ -68,7 +74,8 @@ async function assemble(config: ServerConfig, logger: Logger, disposer: Disposer
   // --- state and users ------------------------------------------------------------------------------
   // The state directory holds leases, keys and status: 0700, also when it already existed wider.
   await ensureStateDir(config.stateDir);
-  const users = await UsersFile.load(config.users);
+  // Refuses a v1 file (USERS_FILE_V1) and one whose users were made for another tunnel path (USERS_FILE_REALM).
+  const users = await UsersFile.load(config.users, { tunnelPath: config.tunnelPath });
   if (users.size === 0)
     logger.warn({ users: config.users }, 'the users file has no users: nobody can connect');
   if (users.permissionsWarning !== undefined) logger.warn(users.permissionsWarning);
@@ -96,8 +103,13 @@ async function assemble(config: ServerConfig, logger: Logger, disposer: Disposer
   };
   reserveStatics();
 
-  // --- certificates and port 80 -----------------------------------------------------------------------
-  const { tls, fingerprint, certificates } = await startCertificates(config, logger, disposer);
+  // --- certificates (files only: ACME starts after the drop) -------------------------------------------
+  const { fingerprint, certificates, challenges, ...loaded } = await loadCertificates(
+    config,
+    logger,
+    disposer,
+  );
+  let tls = loaded.tls;
 
   // --- TUN and the tunnel engine ----------------------------------------------------------------------
   const tun = disposer.add('TUN', TunDevice.open({ name: config.tunName, vnetHdr: config.offload }), (t) =>
@@ -108,6 +120,48 @@ async function assemble(config: ServerConfig, logger: Logger, disposer: Disposer
   await addAddress(tun.name, `${pool.serverIpv4}/${pool.prefix4}`);
   if (pool.serverIpv6 !== undefined) await addAddress(tun.name, `${pool.serverIpv6}/${pool.prefix6}`);
   await setLinkUp(tun.name);
+  // The server runs no `ip` command after this point (privileges.ts): every client is in the pool prefix,
+  // the TUN's own kernel route.
+
+  // --- ports, bound as root and served after the drop ---------------------------------------------------
+  const httpPort = await bindHttpPort(config, certificates !== undefined, logger, disposer);
+  const sitePort = disposer.add(
+    'website port',
+    await listenOrFail('the website', config.listen, () =>
+      BoundPort.bind(config.listen.host, config.listen.port),
+    ),
+    (p) => p.close(),
+  );
+
+  // --- root dropped: nothing below runs privileged ----------------------------------------------------
+  await dropPrivileges({
+    runAs: config.runAs,
+    stateDir: config.stateDir,
+    usersFile: config.users,
+    siteDir: config.upstream === undefined ? (config.site ?? SITE_DEFAULT_DIR) : undefined,
+    logger,
+  });
+  // Handing the users file over changed its ctime: read it again now, as the user, so that the reload
+  // timer does not report a change nobody made.
+  await users.reloadIfChanged();
+
+  // Port 80: ACME challenges and a redirect to HTTPS.
+  if (httpPort !== undefined) {
+    disposer.add(
+      'port-80 listener',
+      await startHttpListener({
+        host: httpPort.where.host,
+        port: httpPort.where.port,
+        bound: httpPort.port.handOver(),
+        challenges,
+        logger,
+        httpsPort: config.listen.port,
+        defaultHost: config.domain,
+      }),
+      (listener: HttpListener) => listener.close(),
+    );
+  }
+  if (certificates !== undefined) tls = await certificates.start();
 
   // The TUN failing under the engine (deleted, its namespace gone) stops the server on its own: during
   // start-up the failure is what startServer rejects with; once running, everything is closed and
@@ -163,9 +217,7 @@ async function assemble(config: ServerConfig, logger: Logger, disposer: Disposer
   );
   // Sessions end before the site closes: the site's close waits for every connection, tunnels included.
   disposer.defer('tunnel sessions', () => engine.close());
-  const port = await listenOrFail('the website', config.listen, () =>
-    front.listen(config.listen.host, config.listen.port),
-  );
+  const port = await front.listen(config.listen.host, config.listen.port, sitePort.handOver());
   certificates?.on('certificate', (pair) => {
     front.setCertificate(pair);
     logger.info({ domain: config.domain }, 'renewed certificate in service');
@@ -200,7 +252,23 @@ async function assemble(config: ServerConfig, logger: Logger, disposer: Disposer
     tunStats: tun.stats,
     sessions: engine.sessions(),
   });
-  const writeStatus = (): Promise<void> => writeStatusFile(config.stateDir, status()).catch(() => undefined);
+  // A failure is said once, and again only after a write succeeded in between: not every 2 s.
+  let statusFailing = false;
+  const writeStatus = (): Promise<void> =>
+    writeStatusFile(config.stateDir, status()).then(
+      () => {
+        if (statusFailing) logger.info('status.json is written again');
+        statusFailing = false;
+      },
+      (err: unknown) => {
+        if (!statusFailing)
+          logger.warn(
+            { err: err instanceof Error ? err.message : String(err) },
+            'could not write status.json',
+          );
+        statusFailing = true;
+      },
+    );
   const statusTimer = setInterval(() => void writeStatus(), STATUS_WRITE_MS);
   statusTimer.unref();
   disposer.defer('status timer', () => clearInterval(statusTimer));
@@ -241,10 +309,11 @@ async function assemble(config: ServerConfig, logger: Logger, disposer: Disposer
 }
 
 /**
- * The certificate to serve (none with --plaintext): the operator's files, ACME, or the self-signed one in
- * the state directory; and the port-80 listener (ACME challenges, redirect to HTTPS).
+ * The certificate to serve (none with --plaintext): the operator's files (read now, as root: they may be
+ * root's only), or the self-signed one in the state directory; or, for ACME, the manager that gets one
+ * once started (after the drop) and the challenge store it shares with the port-80 listener.
  */
-async function startCertificates(
+async function loadCertificates(
   config: ServerConfig,
   logger: Logger,
   disposer: Disposer,
@@ -252,14 +321,15 @@ async function startCertificates(
   tls: CertificatePair | undefined;
   fingerprint: string | undefined;
   certificates: CertificateManager | undefined;
+  challenges: ChallengeStore;
 }> {
+  const challenges = new ChallengeStore();
   if (config.plaintext) {
     logger.warn(
       'PLAINTEXT MODE: no TLS. Everything, credentials included, crosses the network in clear. Debugging only.',
     );
-    return { tls: undefined, fingerprint: undefined, certificates: undefined };
+    return { tls: undefined, fingerprint: undefined, certificates: undefined, challenges };
   }
-  const challenges = new ChallengeStore();
   let tls: CertificatePair | undefined;
   let fingerprint: string | undefined;
   let certificates: CertificateManager | undefined;
@@ -294,29 +364,33 @@ async function startCertificates(
     );
   }
 
-  // Port 80: ACME challenges and a redirect to HTTPS. Required for ACME; best effort otherwise.
+  return { tls, fingerprint, certificates, challenges };
+}
+
+/**
+ * Binds port 80 (ACME challenges and a redirect to HTTPS; none with --plaintext), to be served after the
+ * drop. Required for ACME and when --http-listen names it; best effort otherwise (undefined, with a warning).
+ */
+async function bindHttpPort(
+  config: ServerConfig,
+  acme: boolean,
+  logger: Logger,
+  disposer: Disposer,
+): Promise<{ where: ListenAddress; port: BoundPort } | undefined> {
+  if (config.plaintext) return undefined;
   const where = config.httpListen ?? { host: config.listen.host, port: 80 };
   try {
-    disposer.add(
-      'port-80 listener',
-      await listenOrFail('the plain-HTTP listener', where, () =>
-        startHttpListener({
-          host: where.host,
-          port: where.port,
-          challenges,
-          logger,
-          httpsPort: config.listen.port,
-          defaultHost: config.domain,
-        }),
-      ),
-      (listener: HttpListener) => listener.close(),
+    const port = disposer.add(
+      'port-80 socket',
+      await listenOrFail('the plain-HTTP listener', where, () => BoundPort.bind(where.host, where.port)),
+      (p) => p.close(),
     );
+    return { where, port };
   } catch (err) {
-    if (certificates !== undefined || config.httpListen !== undefined) throw err;
+    if (acme || config.httpListen !== undefined) throw err;
     logger.warn({ err: String(err) }, `no plain-HTTP redirect on ${where.host}:${where.port}`);
+    return undefined;
   }
-  if (certificates !== undefined) tls = await certificates.start();
-  return { tls, fingerprint, certificates };
 }
 
 /** Binds a port; a refusal (taken, privileged, no such address) becomes FACADE_ERR_LISTEN with the reason. */

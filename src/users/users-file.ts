@@ -1,30 +1,37 @@
 // The users file: who may open a tunnel, and the one thing the server needs to check them.
 //
-//   { "version": 1,
-//     "users": { "<name>": { "storedKey": "<base64 SHA-256(clientKey)>", "created": "<ISO 8601>",
+//   { "version": 2,
+//     "realm": "<hex SHA-256 of the tunnel path the keys were derived for>",
+//     "users": { "<name>": { "publicKey": "<base64url Ed25519 public key>", "created": "<ISO 8601>",
 //                            "staticIpv4"?: "<addr>", "staticIpv6"?: "<addr>" } } }
 //
-// No password or password-equivalent is stored (see src/tunnel/credentials.ts): a stolen copy still has to
-// be brute-forced through scrypt. The file is still private (0600): it lists who uses the server.
+// Only public keys are stored (see src/protocol/credentials.ts): nothing in the file, presented to the
+// server, logs anyone in, and a stolen copy still has to be brute-forced through scrypt (with the secret
+// tunnel path in the salt). The file is still private (0600): it lists who uses the server.
+//
+// Keys are derived from the tunnel path, so a file belongs to one tunnel path: the server refuses (at
+// start and on reload) a file with users made for another one, and a version 1 file (bearer keys).
 //
 // Writers (`facade user add|del`) replace the file atomically; the server re-reads it when its mtime
 // changes (reloadIfChanged), so adding a user needs no restart.
 
-import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, type KeyObject } from 'node:crypto';
 import { type FileHandle, open, stat } from 'node:fs/promises';
 import { isIPv4, isIPv6 } from 'node:net';
 import { PRIVATE_FILE_MODE, writeFileAtomic } from '../core/atomic-file.js';
 import { facadeError, isFacadeError } from '../core/errors.js';
 import {
-  CLIENT_KEY_LENGTH,
-  computeStoredKey,
-  deriveClientKey,
+  deriveUserKey,
+  PUBLIC_KEY_LENGTH,
+  publicKeyObject,
   userNameProblem,
   validatePassword,
   validateUserName,
 } from '../protocol/credentials.js';
 
-export const USERS_FILE_VERSION = 1;
+export const USERS_FILE_VERSION = 2;
+/** The format of credential version 1 (storedKey = SHA-256 of a bearer key): refused with USERS_FILE_V1. */
+const USERS_FILE_VERSION_V1 = 1;
 
 /**
  * Largest users file we read: ~200 bytes a user, so 16 MiB is ~80 000 users. Anything bigger is the wrong
@@ -32,16 +39,17 @@ export const USERS_FILE_VERSION = 1;
  */
 export const MAX_USERS_FILE_BYTES = 16 * 1024 * 1024;
 
-/**
- * Compared against when the user is unknown, so an unknown user costs the same SHA-256 and the same
- * timingSafeEqual as a wrong password. Random per process: nobody knows a key that hashes to it.
- */
-const UNKNOWN_USER_STORED_KEY = randomBytes(CLIENT_KEY_LENGTH);
+/** The realm a users file records for a tunnel path: hex SHA-256 (the path itself is a secret). */
+export function realmOf(tunnelPath: string): string {
+  return createHash('sha256').update(tunnelPath, 'utf8').digest('hex');
+}
 
 export interface UserRecord {
   readonly name: string;
-  /** SHA-256(clientKey), 32 bytes. */
-  readonly storedKey: Buffer;
+  /** Raw Ed25519 public key, 32 bytes. */
+  readonly publicKey: Buffer;
+  /** The same, ready for verify (built once, when the file is read). */
+  readonly key: KeyObject;
   /** ISO 8601 time the user was added. */
   readonly created: string;
   readonly staticIpv4?: string;
@@ -64,33 +72,62 @@ interface FileVersion {
 export class UsersFile {
   readonly path: string;
   #users: Map<string, UserRecord>;
+  /** realmOf(tunnel path) the keys were made for; null for a new file no user was added to yet. */
+  #realm: string | null;
+  /** The realm the reader requires (the server's tunnel path), checked on every (re)load. */
+  readonly #expectedRealm: string | undefined;
   /** Version of the file our state came from; null when it did not exist. */
   #version: FileVersion | null;
   /** Set when the file on disk is readable by group or others (it is fixed on the next save). */
   permissionsWarning: string | undefined;
 
-  private constructor(path: string, users: Map<string, UserRecord>, version: FileVersion | null) {
+  private constructor(
+    path: string,
+    parsed: ParsedUsers,
+    version: FileVersion | null,
+    expectedRealm: string | undefined,
+  ) {
     this.path = path;
-    this.#users = users;
+    this.#users = parsed.users;
+    this.#realm = parsed.realm;
     this.#version = version;
+    this.#expectedRealm = expectedRealm;
   }
 
   /**
    * Reads and validates the file. A missing file is an error (FACADE_ERR_USERS_FILE, as is anything
-   * unreadable or invalid) unless `allowMissing`, which `facade user add` uses to start a new file.
+   * unreadable or invalid) unless `allowMissing`, which `facade user add` uses to start a new file. A
+   * version 1 file is FACADE_ERR_USERS_FILE_V1. With `tunnelPath` (the server; `facade user add`), a file
+   * whose users were made for another tunnel path is FACADE_ERR_USERS_FILE_REALM, now and on every reload;
+   * a file without users takes on the new tunnel path's realm when it is next saved.
    */
-  static async load(path: string, options: { allowMissing?: boolean } = {}): Promise<UsersFile> {
+  static async load(
+    path: string,
+    options: { allowMissing?: boolean; tunnelPath?: string } = {},
+  ): Promise<UsersFile> {
+    const expectedRealm = options.tunnelPath === undefined ? undefined : realmOf(options.tunnelPath);
     const read = await readUsersFile(path);
     if (read === null) {
-      if (options.allowMissing === true) return new UsersFile(path, new Map(), null);
+      if (options.allowMissing === true)
+        return new UsersFile(path, { users: new Map(), realm: expectedRealm ?? null }, null, expectedRealm);
       throw facadeError('USERS_FILE', [
         path,
-        'does not exist; create it with `facade user add NAME --users FILE`',
+        'does not exist; create it with `facade user add NAME --config facade.json` (or --users FILE --tunnel-path PATH)',
       ]);
     }
-    const file = new UsersFile(path, parseUsers(path, read.text), read.version);
+    const parsed = parseUsers(path, read.text);
+    checkRealm(path, parsed, expectedRealm);
+    // A file without users is anyone's: it takes on the given tunnel path (written on the next save).
+    const adopted =
+      parsed.users.size === 0 && expectedRealm !== undefined ? { ...parsed, realm: expectedRealm } : parsed;
+    const file = new UsersFile(path, adopted, read.version, expectedRealm);
     file.permissionsWarning = permissionsProblem(path, read.mode);
     return file;
+  }
+
+  /** realmOf(the tunnel path) this file's keys belong to; null for a new file without one yet. */
+  get realm(): string | null {
+    return this.#realm;
   }
 
   get size(): number {
@@ -111,19 +148,30 @@ export class UsersFile {
   }
 
   /**
-   * Adds a user (in memory; call save()). Slow by design: runs the client's scrypt once to get the
-   * storedKey. Throws USER_NAME, USER_PASSWORD, USER_EXISTS, or USERS_FILE for an invalid static address.
+   * Adds a user of the installation whose secret path is `tunnelPath` (in memory; call save()). Slow by
+   * design: runs the client's scrypt once to get the public key, the only thing stored. Throws USER_NAME,
+   * USER_PASSWORD, USER_EXISTS, USERS_FILE_REALM when the file's users belong to another tunnel path, or
+   * USERS_FILE for an invalid static address.
    */
-  async add(name: string, password: string, statics: StaticAddresses = {}): Promise<UserRecord> {
+  async add(
+    name: string,
+    password: string,
+    tunnelPath: string,
+    statics: StaticAddresses = {},
+  ): Promise<UserRecord> {
     validateUserName(name);
     validatePassword(name, password);
     if (this.#users.has(name)) throw facadeError('USER_EXISTS', [name, this.path]);
     checkStaticAddresses(this.path, name, statics);
-    const storedKey = computeStoredKey(await deriveClientKey(name, password));
-    // Checked again: another add of the same name may have finished while scrypt ran.
+    const realm = realmOf(tunnelPath);
+    checkRealm(this.path, { users: this.#users, realm: this.#realm }, realm);
+    const { publicKey } = await deriveUserKey(tunnelPath, name, password);
+    // Checked again: another add may have finished while scrypt ran.
     if (this.#users.has(name)) throw facadeError('USER_EXISTS', [name, this.path]);
-    const record = makeRecord(name, storedKey, new Date().toISOString(), statics);
+    checkRealm(this.path, { users: this.#users, realm: this.#realm }, realm);
+    const record = makeRecord(name, publicKey, new Date().toISOString(), statics);
     this.#users.set(name, record);
+    this.#realm = realm;
     return record;
   }
 
@@ -137,22 +185,9 @@ export class UsersFile {
     const current = this.#users.get(name);
     if (current === undefined) throw facadeError('USER_UNKNOWN', [name, this.path]);
     checkStaticAddresses(this.path, name, statics);
-    const record = makeRecord(name, current.storedKey, current.created, statics);
+    const record = makeRecord(name, current.publicKey, current.created, statics, current.key);
     this.#users.set(name, record);
     return record;
-  }
-
-  /**
-   * The user's record when clientKey is theirs, else null. Constant work whatever the input: one
-   * SHA-256 of the presented key and one timingSafeEqual, against the user's storedKey or, for an
-   * unknown user, against a random key nobody can match. Never throws.
-   */
-  verify(user: string, clientKey: Buffer): UserRecord | null {
-    const record = typeof user === 'string' ? this.#users.get(user) : undefined;
-    const expected = record === undefined ? UNKNOWN_USER_STORED_KEY : record.storedKey;
-    const presented = computeStoredKey(clientKey);
-    const matches = timingSafeEqual(presented, expected);
-    return matches && record !== undefined ? record : null;
   }
 
   /**
@@ -169,7 +204,7 @@ export class UsersFile {
       ]);
     }
     try {
-      await writeFileAtomic(this.path, serializeUsers(this.#users), PRIVATE_FILE_MODE);
+      await writeFileAtomic(this.path, serializeUsers(this.#users, this.#realm), PRIVATE_FILE_MODE);
     } catch (err) {
       throw facadeError('USERS_FILE', [this.path, `cannot write: ${describeError(err)}`], { cause: err });
     }
@@ -188,22 +223,31 @@ export class UsersFile {
     const read = await readUsersFile(this.path);
     if (read === null)
       throw facadeError('USERS_FILE', [this.path, 'has disappeared; keeping the users loaded']);
-    const users = parseUsers(this.path, read.text);
-    this.#users = users;
+    const parsed = parseUsers(this.path, read.text);
+    checkRealm(this.path, parsed, this.#expectedRealm);
+    this.#users = parsed.users;
+    this.#realm = parsed.realm;
     this.#version = read.version;
     this.permissionsWarning = permissionsProblem(this.path, read.mode);
     return true;
   }
 }
 
-function makeRecord(name: string, storedKey: Buffer, created: string, statics: StaticAddresses): UserRecord {
+function makeRecord(
+  name: string,
+  publicKey: Buffer,
+  created: string,
+  statics: StaticAddresses,
+  key: KeyObject = publicKeyObject(publicKey),
+): UserRecord {
   const record: {
     name: string;
-    storedKey: Buffer;
+    publicKey: Buffer;
+    key: KeyObject;
     created: string;
     staticIpv4?: string;
     staticIpv6?: string;
-  } = { name, storedKey, created };
+  } = { name, publicKey, key, created };
   if (statics.ipv4 !== undefined) record.staticIpv4 = statics.ipv4;
   if (statics.ipv6 !== undefined) record.staticIpv6 = statics.ipv6;
   return Object.freeze(record);
@@ -251,7 +295,27 @@ async function readUsersFile(
   }
 }
 
-function parseUsers(path: string, text: string): Map<string, UserRecord> {
+export interface ParsedUsers {
+  readonly users: Map<string, UserRecord>;
+  readonly realm: string | null;
+}
+
+/**
+ * Refuses (USERS_FILE_REALM) a file whose users were made for another tunnel path than the one whose
+ * realm is `expected`. A file without users is never refused: it has no key to be wrong.
+ */
+function checkRealm(path: string, parsed: ParsedUsers, expected: string | undefined): void {
+  if (expected === undefined || parsed.realm === expected || parsed.users.size === 0) return;
+  throw facadeError('USERS_FILE_REALM', [
+    path,
+    `${String(parsed.realm).slice(0, 12)}…`,
+    `${expected.slice(0, 12)}…`,
+  ]);
+}
+
+const REALM_PATTERN = /^[0-9a-f]{64}$/;
+
+export function parseUsers(path: string, text: string): ParsedUsers {
   const invalid = (what: string) => facadeError('USERS_FILE', [path, what]);
   let json: unknown;
   try {
@@ -259,49 +323,70 @@ function parseUsers(path: string, text: string): Map<string, UserRecord> {
   } catch (err) {
     throw invalid(`is not valid JSON (${describeError(err)})`);
   }
-  if (!isPlainObject(json)) throw invalid('must be a JSON object { "version": 1, "users": {...} }');
+  if (!isPlainObject(json))
+    throw invalid('must be a JSON object { "version": 2, "realm": "...", "users": {...} }');
+  if (json.version === USERS_FILE_VERSION_V1) {
+    const names = isPlainObject(json.users) ? Object.keys(json.users) : [];
+    throw facadeError('USERS_FILE_V1', [path, names.length === 0 ? '(none)' : names.join(', ')]);
+  }
   if (json.version !== USERS_FILE_VERSION)
     throw invalid(
       `has version ${JSON.stringify(json.version)}; this build reads version ${USERS_FILE_VERSION}`,
     );
   const users = json.users;
   if (!isPlainObject(users)) throw invalid('"users" must be an object of name -> record');
+  // Only a file nobody was added to yet may lack the realm (lack it: a null realm is no realm either).
+  let realm: string | null = null;
+  if (json.realm !== undefined || Object.keys(users).length > 0) {
+    if (typeof json.realm !== 'string' || !REALM_PATTERN.test(json.realm))
+      throw invalid('"realm" must be the hex SHA-256 of the tunnel path (64 lower-case hex digits)');
+    realm = json.realm;
+  }
   const result = new Map<string, UserRecord>();
   // Object.entries yields own keys only, so a user called "__proto__" is just a user.
   for (const [name, entry] of Object.entries(users)) {
     const nameProblem = userNameProblem(name);
     if (nameProblem !== null) throw invalid(`user name "${name}" is not allowed: ${nameProblem}`);
     if (!isPlainObject(entry)) throw invalid(`user "${name}": record must be an object`);
-    const { storedKey, created, staticIpv4, staticIpv6 } = entry;
-    if (typeof storedKey !== 'string') throw invalid(`user "${name}": "storedKey" must be a base64 string`);
-    const key = Buffer.from(storedKey, 'base64');
-    if (key.length !== CLIENT_KEY_LENGTH || key.toString('base64') !== storedKey)
-      throw invalid(`user "${name}": "storedKey" must be ${CLIENT_KEY_LENGTH} bytes in base64`);
+    const { publicKey, created, staticIpv4, staticIpv6 } = entry;
+    if (typeof publicKey !== 'string')
+      throw invalid(`user "${name}": "publicKey" must be a base64url string`);
+    const key = Buffer.from(publicKey, 'base64url');
+    if (key.length !== PUBLIC_KEY_LENGTH || key.toString('base64url') !== publicKey)
+      throw invalid(`user "${name}": "publicKey" must be ${PUBLIC_KEY_LENGTH} bytes in base64url`);
+    let keyObject: KeyObject;
+    try {
+      keyObject = publicKeyObject(key);
+    } catch {
+      throw invalid(`user "${name}": "publicKey" is not an Ed25519 public key`);
+    }
     if (typeof created !== 'string') throw invalid(`user "${name}": "created" must be an ISO 8601 string`);
     if (staticIpv4 !== undefined && (typeof staticIpv4 !== 'string' || !isIPv4(staticIpv4)))
       throw invalid(`user "${name}": "staticIpv4" must be an IPv4 address`);
     if (staticIpv6 !== undefined && (typeof staticIpv6 !== 'string' || !isIPv6(staticIpv6)))
       throw invalid(`user "${name}": "staticIpv6" must be an IPv6 address`);
-    result.set(name, makeRecord(name, key, created, { ipv4: staticIpv4, ipv6: staticIpv6 }));
+    result.set(name, makeRecord(name, key, created, { ipv4: staticIpv4, ipv6: staticIpv6 }, keyObject));
   }
-  return result;
+  return { users: result, realm };
 }
 
-function serializeUsers(users: Map<string, UserRecord>): string {
+export function serializeUsers(users: Map<string, UserRecord>, realm: string | null): string {
   // A null-prototype object: assigning a "__proto__" key creates a property instead of a prototype.
   const out: Record<string, unknown> = Object.create(null);
   const names = [...users.keys()].sort();
   for (const name of names) {
     const record = users.get(name)!;
     const entry: Record<string, string> = {
-      storedKey: record.storedKey.toString('base64'),
+      publicKey: record.publicKey.toString('base64url'),
       created: record.created,
     };
     if (record.staticIpv4 !== undefined) entry.staticIpv4 = record.staticIpv4;
     if (record.staticIpv6 !== undefined) entry.staticIpv6 = record.staticIpv6;
     out[name] = entry;
   }
-  return `${JSON.stringify({ version: USERS_FILE_VERSION, users: out }, null, 2)}\n`;
+  // A new file nobody added to yet has no realm: the first add (or a server's tunnel path) gives it one.
+  const head = realm === null ? { version: USERS_FILE_VERSION } : { version: USERS_FILE_VERSION, realm };
+  return `${JSON.stringify({ ...head, users: out }, null, 2)}\n`;
 }
 
 function permissionsProblem(path: string, mode: number): string | undefined {

@@ -10,7 +10,12 @@
 
 import { connect } from 'node:tls';
 import { decodeControl, encodeControlFrame } from '../../src/protocol/control.js';
-import { deriveClientKey, encodeAuthorization, passwordFromText } from '../../src/protocol/credentials.js';
+import {
+  connectionBinding,
+  createAuthorization,
+  deriveUserKey,
+  passwordFromText,
+} from '../../src/protocol/credentials.js';
 import { FrameDecoder } from '../../src/protocol/decoder.js';
 import { responseStatus, upgradeRequest } from '../../src/protocol/handshake.js';
 import { findHeadEnd } from '../../src/protocol/http-head.js';
@@ -21,7 +26,7 @@ function say(event: Record<string, unknown>): void {
   process.stdout.write(`${JSON.stringify(event)}\n`);
 }
 
-const key = await deriveClientKey(user, passwordFromText(password));
+const key = await deriveUserKey(path, user, passwordFromText(password));
 const socket = connect({ host, port: Number(port), rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] });
 socket.on('error', (err) => {
   say({ event: 'error', message: err.message });
@@ -36,7 +41,7 @@ socket.write(
   upgradeRequest({
     target: path,
     host: `${host}:${port}`,
-    authorization: encodeAuthorization(user, key),
+    authorization: createAuthorization(key, connectionBinding(socket)),
     capabilities: { offload: true },
   }),
 );

@@ -47,7 +47,7 @@ export async function startProbeServer(options: ProbeServerOptions): Promise<Pro
   try {
     const certificate = await loadOrCreateSelfSigned(workDir, { names: ['localhost'] });
     const users = await UsersFile.load(path.join(workDir, 'users.json'), { allowMissing: true });
-    for (const user of options.users) await users.add(user.name, user.password);
+    for (const user of options.users) await users.add(user.name, user.password, options.tunnelPath);
     await users.save();
     const attached: string[] = [];
     const authenticate = createAuthenticator(users);

@@ -2,11 +2,14 @@
 // server writes and whether and when it closes. The probe suite compares these records between facade and a
 // plain site server; nothing here interprets HTTP beyond masking per-request header values.
 
-import tls from 'node:tls';
+import tls, { type TLSSocket } from 'node:tls';
 
 export interface ProbeStep {
-  /** Bytes to send; an empty string sends nothing (useful to only wait). */
-  readonly data: string | Buffer;
+  /**
+   * Bytes to send; an empty string sends nothing (useful to only wait). A function makes them for the
+   * connection (a tunnel credential signed over its TLS exporter).
+   */
+  readonly data: string | Buffer | ((socket: TLSSocket) => string | Buffer);
   /** Pause before this step, in ms. */
   readonly delayMs?: number;
 }
@@ -89,7 +92,8 @@ export function sendProbe(port: number, probe: Probe): Promise<ProbeResult> {
       for (const step of probe.steps) {
         if (step.delayMs) await new Promise((r) => setTimeout(r, step.delayMs));
         if (settled || socket.destroyed) return;
-        if (step.data.length > 0) socket.write(step.data);
+        const data = typeof step.data === 'function' ? step.data(socket) : step.data;
+        if (data.length > 0) socket.write(data);
         lastSentAt = Date.now();
         armIdle();
       }

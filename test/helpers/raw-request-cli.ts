@@ -1,9 +1,26 @@
-// Run inside a namespace: `node raw-request-cli.js HOST PORT BASE64_REQUEST`. Sends the raw bytes over TLS
-// (any certificate), collects the answer until the server closes or stays idle 1.5 s, prints it as base64.
+// Run inside a namespace: `node raw-request-cli.js HOST PORT BASE64_REQUEST [USER PASSWORD TUNNEL_PATH]`.
+// Sends the raw bytes over TLS (any certificate), collects the answer until the server closes or stays idle
+// 1.5 s, prints it as base64. With USER PASSWORD TUNNEL_PATH, the first AUTHORIZATION_MARKER in the request
+// is replaced by a valid credential signed for this connection (its TLS exporter), as a client makes it.
 
 import { connect } from 'node:tls';
+import { connectionBinding, createAuthorization, deriveUserKey } from '../../src/protocol/credentials.js';
 
-const [host, port, request] = process.argv.slice(2) as [string, string, string];
+/** Stands for the Authorization value in a request given with credentials. */
+export const AUTHORIZATION_MARKER = '@@AUTHORIZATION@@';
+
+const [host, port, request, user, password, tunnelPath] = process.argv.slice(2) as [
+  string,
+  string,
+  string,
+  string | undefined,
+  string | undefined,
+  string | undefined,
+];
+const key =
+  user === undefined || password === undefined || tunnelPath === undefined
+    ? undefined
+    : await deriveUserKey(tunnelPath, user, password);
 const socket = connect({ host, port: Number(port), rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] });
 const chunks: Buffer[] = [];
 let idle: NodeJS.Timeout | undefined;
@@ -17,7 +34,17 @@ const arm = (): void => {
   idle = setTimeout(() => finish(false), 1500);
 };
 socket.on('secureConnect', () => {
-  socket.write(Buffer.from(request, 'base64'));
+  let bytes = Buffer.from(request, 'base64');
+  if (key !== undefined) {
+    const at = bytes.indexOf(AUTHORIZATION_MARKER);
+    const authorization = createAuthorization(key, connectionBinding(socket));
+    bytes = Buffer.concat([
+      bytes.subarray(0, at),
+      Buffer.from(authorization, 'latin1'),
+      bytes.subarray(at + AUTHORIZATION_MARKER.length),
+    ]);
+  }
+  socket.write(bytes);
   arm();
 });
 socket.on('data', (chunk: Buffer) => {

@@ -10,7 +10,7 @@
 
 import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -160,6 +160,8 @@ describe('facade server with an ACME certificate from pebble, a client verifying
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'facade-acme-tunnel-'));
+    // The server runs as nobody after start-up (--run-as): it must reach its files through this one.
+    await chmod(dir, 0o755);
     ns = { s: await Netns.create('as'), c: await Netns.create('ac') };
     await createVethPair(ns.s, ns.c, { addrA: `${SERVER}/24`, addrB: `${LINK}.2/24` });
     domain = `vpn-${uniqueName('t')}.test`;
@@ -191,6 +193,8 @@ describe('facade server with an ACME certificate from pebble, a client verifying
       'alice',
       '--users',
       join(dir, 'users.json'),
+      '--tunnel-path',
+      TUNNEL_PATH,
     ]);
     add.stdin?.end('pw-of-alice\n');
     assert.equal(await new Promise((resolve) => add.once('exit', resolve)), 0);
@@ -212,6 +216,15 @@ describe('facade server with an ACME certificate from pebble, a client verifying
       throw new Error(`${err.message}\n--- pebble:\n${(pebble as Pebble).output}`);
     });
     t.diagnostic(`server ready with a pebble certificate after ${Date.now() - began} ms`);
+
+    // The order (and the port-80 listener answering its challenge) ran after the server dropped root.
+    const lines = (server as FacadeProcess).lines;
+    const dropped = lines.findIndex((l) => /dropped root: running as nobody/.test(l));
+    const ordered = lines.findIndex((l) => field(l, 'msg') === 'ordering a certificate');
+    assert.ok(
+      dropped >= 0 && dropped < ordered,
+      `root was not dropped before the ACME order:\n${lines.join('\n')}`,
+    );
 
     // pebble's validation authority fetched the token from the server's port 80 (no ALWAYS_VALID).
     assert.equal(validations(), 1, `pebble did not fetch the HTTP-01 token:\n${server.lines.join('\n')}`);

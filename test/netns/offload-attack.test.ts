@@ -14,7 +14,7 @@
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -204,6 +204,8 @@ describe('offload metadata from a hostile client', { skip: skip ?? false }, () =
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'facade-offload-'));
+    // The server runs as nobody after start-up (--run-as): it must reach its files through this one.
+    await chmod(dir, 0o755);
     ns = { s: await Netns.create('os'), a: await Netns.create('oa'), e: await Netns.create('oe') };
     await createVethPair(ns.s, ns.a, { addrA: `${LINK_A}.1/24`, addrB: `${LINK_A}.2/24` });
     const link = await createVethPair(ns.s, ns.e, {
@@ -240,6 +242,8 @@ describe('offload metadata from a hostile client', { skip: skip ?? false }, () =
       'mallory',
       '--users',
       join(dir, 'users.json'),
+      '--tunnel-path',
+      PATH,
     ]);
     add.stdin?.end('pw-of-mallory\n');
     assert.equal(await new Promise((resolve) => add.once('exit', resolve)), 0);

@@ -6,7 +6,7 @@
 //   ns S (facade server) ── veth ── ns C (client)        198.18.0.0/15 and fd00::/8 only
 
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -32,11 +32,22 @@ describe('routes and DNS a server pushes to a client without --full-tunnel', { s
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'facade-pushed-'));
+    // The server runs as nobody after start-up (--run-as): it must reach its files through this one.
+    await chmod(dir, 0o755);
     s = await Netns.create('prs');
     c = await Netns.create('prc');
     await createVethPair(s, c, { addrA: `${LINK}.1/24`, addrB: `${LINK}.2/24` });
     await writeFile(join(dir, 'pw'), 'pw-of-alice\n');
-    const add = s.spawn(process.execPath, [CLI, 'user', 'add', 'alice', '--users', join(dir, 'users.json')]);
+    const add = s.spawn(process.execPath, [
+      CLI,
+      'user',
+      'add',
+      'alice',
+      '--users',
+      join(dir, 'users.json'),
+      '--tunnel-path',
+      PATH,
+    ]);
     add.stdin?.end('pw-of-alice\n');
     assert.equal(await new Promise((resolve) => add.once('exit', resolve)), 0);
     server = startFacade(s, [

@@ -18,7 +18,7 @@
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, type TestContext, test } from 'node:test';
@@ -126,6 +126,23 @@ async function holdPort(ns: Netns, host: string, port: number): Promise<void> {
 
 const CASES: readonly Case[] = [
   {
+    // Credential v1 (bearer keys): no conversion exists; the operator must add the users again.
+    name: 'a version 1 users file',
+    code: 'FACADE_ERR_USERS_FILE_V1',
+    arrange: async ({ dir }) => {
+      const path = join(dir, 'users-v1.json');
+      const storedKey = Buffer.alloc(32, 7).toString('base64');
+      await writeFile(path, JSON.stringify({ version: 1, users: { alice: { storedKey, created: 'x' } } }));
+      return { users: path };
+    },
+  },
+  {
+    // The users' keys are derived from the tunnel path: a file made for another one logs no one in.
+    name: 'a users file made for another tunnel path',
+    code: 'FACADE_ERR_USERS_FILE_REALM',
+    arrange: async () => ({ tunnelPath: '/another/tunnel' }),
+  },
+  {
     name: 'port in use: the site port',
     code: 'FACADE_ERR_LISTEN',
     errno: 'EADDRINUSE',
@@ -229,9 +246,11 @@ describe('start-up failures leave nothing open and exit with the coded error', {
 
   before(async () => {
     root = await mkdtemp(join(tmpdir(), 'facade-startup-'));
+    // The server runs as nobody after start-up (--run-as): it must reach its files through this one.
+    await chmod(root, 0o755);
     usersPath = join(root, 'users.json');
     const users = await UsersFile.load(usersPath, { allowMissing: true });
-    await users.add('alice', 'pw-of-alice');
+    await users.add('alice', 'pw-of-alice', '/k3y/tunnel');
     await users.save();
   });
 
@@ -353,10 +372,12 @@ for (const traffic of [true, false])
 
     before(async () => {
       dir = await mkdtemp(join(tmpdir(), 'facade-tun-fail-'));
+      // The server runs as nobody after start-up (--run-as): it must reach its files through this one.
+      await chmod(dir, 0o755);
       ns = { s: await Netns.create('rs'), c: await Netns.create('rc') };
       await createVethPair(ns.s, ns.c, { addrA: `${SERVER}/24`, addrB: `${LINK}.2/24` });
       const users = await UsersFile.load(join(dir, 'users.json'), { allowMissing: true });
-      await users.add('alice', 'pw-of-alice');
+      await users.add('alice', 'pw-of-alice', '/k3y/tunnel');
       await users.save();
       await writeFile(join(dir, 'alice.pw'), 'pw-of-alice\n');
 

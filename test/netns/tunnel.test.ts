@@ -7,12 +7,11 @@
 // Traffic stays inside these namespaces (198.18.0.0/15 only).
 
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { deriveClientKey, encodeAuthorization } from '../../src/protocol/credentials.js';
 import { CLI, type FacadeProcess, field, startFacade, waitForStatus } from '../helpers/facade.js';
 import { createVethPair, Netns, netnsSkipReason, uniqueName } from '../helpers/netns.js';
 
@@ -80,6 +79,8 @@ describe('tunnel between a facade server and two clients', { skip: skip ?? false
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'facade-tunnel-'));
+    // The server runs as nobody after start-up (--run-as): it must reach its files through this one.
+    await chmod(dir, 0o755);
     ns = { s: await Netns.create('ts'), a: await Netns.create('ta'), b: await Netns.create('tb') };
     await createVethPair(ns.s, ns.a, { addrA: `${LINK_A}.1/24`, addrB: `${LINK_A}.2/24` });
     await createVethPair(ns.s, ns.b, { addrA: `${LINK_B}.1/24`, addrB: `${LINK_B}.2/24` });
@@ -94,6 +95,8 @@ describe('tunnel between a facade server and two clients', { skip: skip ?? false
         user,
         '--users',
         join(dir, 'users.json'),
+        '--tunnel-path',
+        PATH,
       ]);
       child.stdin?.end(`pw-of-${user}\n`);
       const code = await new Promise((resolve) => child.once('exit', resolve));
@@ -271,10 +274,10 @@ describe('tunnel between a facade server and two clients', { skip: skip ?? false
   });
 
   test('a malformed frame ends that one session with a logged reason; the server and others carry on', async () => {
-    const key = await deriveClientKey('carol', 'pw-of-carol');
+    // The credential is signed for the connection by the helper (it replaces the marker).
     const request =
       `GET ${PATH} HTTP/1.1\r\nHost: ${SERVER}\r\nConnection: Upgrade\r\nUpgrade: facade\r\n` +
-      `Facade-Capabilities: offload\r\nAuthorization: ${encodeAuthorization('carol', key)}\r\n\r\n`;
+      `Facade-Capabilities: offload\r\nAuthorization: @@AUTHORIZATION@@\r\n\r\n`;
     // Right after the head: a frame claiming protocol version 9.
     const bytes = Buffer.concat([Buffer.from(request), Buffer.from([9, 1, 0, 4, 1, 2, 3, 4])]);
     const out = await ns.a.exec(process.execPath, [
@@ -282,6 +285,9 @@ describe('tunnel between a facade server and two clients', { skip: skip ?? false
       SERVER,
       String(PORT),
       bytes.toString('base64'),
+      'carol',
+      'pw-of-carol',
+      PATH,
     ]);
     const answer = Buffer.from((JSON.parse(out.stdout.trim()) as { response: string }).response, 'base64');
     assert.match(answer.toString('latin1'), /^HTTP\/1\.1 101 /);

@@ -3,14 +3,14 @@
 // answer must be identical (bytes with Date masked, whether the connection closes, and roughly when).
 
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { createSiteApp, SITE_DEFAULT_DIR } from '../../src/front/site.js';
-import { deriveClientKey, encodeAuthorization } from '../../src/protocol/credentials.js';
+import { connectionBinding, createAuthorization, deriveUserKey } from '../../src/protocol/credentials.js';
 import { UsersFile } from '../../src/users/users-file.js';
 import { type FacadeProcess, field, startFacade } from '../helpers/facade.js';
 import { netnsSkipReason, uniqueName } from '../helpers/netns.js';
@@ -78,12 +78,14 @@ describe('facade answers probes exactly like a plain site', () => {
   });
 
   test('control: the harness does see a difference when facade accepts a valid tunnel request', async () => {
-    const clientKey = await deriveClientKey(KNOWN_USER, KNOWN_PASSWORD);
+    const key = await deriveUserKey(TUNNEL_PATH, KNOWN_USER, KNOWN_PASSWORD);
     const probe = {
       name: 'valid tunnel request',
       steps: [
         {
-          data: `GET ${TUNNEL_PATH} HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: facade\r\nAuthorization: ${encodeAuthorization(KNOWN_USER, clientKey)}\r\n\r\n`,
+          // Signed for the connection it goes on (its TLS exporter), as a real client does.
+          data: (socket: Parameters<typeof connectionBinding>[0]) =>
+            `GET ${TUNNEL_PATH} HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: facade\r\nAuthorization: ${createAuthorization(key, connectionBinding(socket))}\r\n\r\n`,
         },
       ],
     };
@@ -135,12 +137,14 @@ describe('the real `facade server` process answers probes exactly like a plain s
 
   before(async () => {
     workDir = mkdtempSync(path.join(os.tmpdir(), 'facade-probes-real-'));
+    // The server drops to nobody after start-up (--run-as): its state directory in here must be reachable.
+    chmodSync(workDir, 0o755);
     const { cert, key } = await makeTestCertificate(path.join(workDir, 'reference'), ['localhost']);
     reference = createSiteApp({ siteDir: SITE_DEFAULT_DIR, tls: { key, cert } });
     await reference.listen({ host: '127.0.0.1', port: 0 });
     referencePort = (reference.server.address() as AddressInfo).port;
     const users = await UsersFile.load(path.join(workDir, 'users.json'), { allowMissing: true });
-    await users.add(KNOWN_USER, KNOWN_PASSWORD);
+    await users.add(KNOWN_USER, KNOWN_PASSWORD, TUNNEL_PATH);
     await users.save();
     server = startFacade(null, [
       'server',

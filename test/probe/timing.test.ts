@@ -2,8 +2,10 @@
 // any unknown path costs. Three kinds of complete upgrade requests, each on a fresh TLS connection (the front
 // door only examines a connection's first request), are timed from the write to the last byte of the answer:
 //   a. an unknown path, with the same upgrade and Authorization headers a client would send;
-//   b. the tunnel path, the real user, a wrong 32-byte key;
-//   c. the tunnel path, an unknown user (same name length), a random key.
+//   b. the tunnel path, the real user, a credential signed with a wrong key (a wrong password);
+//   c. the tunnel path, an unknown user (same name length), a credential signed with a random key.
+// Every credential is well-formed and fresh (v2: time, nonce, Ed25519 signature); it is made before the
+// connection, so its binding is not this connection's exporter, which matters for none of the three.
 // The samples are compared pairwise with the two-sample Kolmogorov-Smirnov statistic D. A control test adds a
 // 2 ms busy loop to the acceptor (what a server-side scrypt check would cost) and shows D then jumps far above
 // the bound, so the comparison can see a difference of that size.
@@ -12,7 +14,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, type TestContext, test } from 'node:test';
 import tls from 'node:tls';
-import { encodeAuthorization } from '../../src/protocol/credentials.js';
+import { createAuthorization, keyFromSeed } from '../../src/protocol/credentials.js';
 import type { Authenticate } from '../../src/users/authenticator.js';
 import { type ProbeServer, startProbeServer } from '../helpers/probe-server.js';
 import { maskResponse } from '../helpers/raw-probe.js';
@@ -73,13 +75,22 @@ function positiveIntegerFromEnv(name: string, fallback: number): number {
   return value;
 }
 
+/** Keys nobody registered: for the known user a wrong password, for the other an unknown user. */
+const WRONG_KEYS = {
+  [KNOWN_USER]: keyFromSeed(KNOWN_USER, randomBytes(32)),
+  [UNKNOWN_USER]: keyFromSeed(UNKNOWN_USER, randomBytes(32)),
+};
+
 function requestOf(kind: Kind): Buffer {
-  const key = randomBytes(32);
   const target = kind === 'unknown path' ? UNKNOWN_PATH : TUNNEL_PATH;
   const user = kind === 'unknown user' ? UNKNOWN_USER : KNOWN_USER;
+  const authorization = createAuthorization(
+    WRONG_KEYS[user] as ReturnType<typeof keyFromSeed>,
+    randomBytes(32),
+  );
   return Buffer.from(
     `GET ${target} HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: facade\r\n` +
-      `Authorization: ${encodeAuthorization(user, key)}\r\n\r\n`,
+      `Authorization: ${authorization}\r\n\r\n`,
     'latin1',
   );
 }

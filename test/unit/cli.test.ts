@@ -30,7 +30,7 @@ async function facade(args: string[]): Promise<{ code: number; stdout: string; s
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'facade-cli-'));
   const users = await UsersFile.load(join(dir, 'users.json'), { allowMissing: true });
-  await users.add('alice', 'a password');
+  await users.add('alice', 'a password', '/t');
   await users.save();
 });
 

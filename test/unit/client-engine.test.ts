@@ -6,13 +6,16 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer as createTcpServer, connect as tcpConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { type TestContext, test } from 'node:test';
+import { createServer as createTlsServer, connect as tlsConnect } from 'node:tls';
 import { pino } from 'pino';
 import { loadOrCreateSelfSigned } from '../../src/certs/self-signed.js';
 import { type ClientNetworkLike, TunnelClient } from '../../src/client/client.js';
+import { connectTunnel } from '../../src/client/connect.js';
 import type { ClientConfig } from '../../src/config/schema.js';
 import { createLogger, type Logger } from '../../src/core/log.js';
 import { TunnelEngine } from '../../src/engine/engine.js';
@@ -20,6 +23,7 @@ import { AddressPool } from '../../src/engine/pool.js';
 import { createFront } from '../../src/front/front.js';
 import { MemoryTun } from '../../src/net/memory-tun.js';
 import { type ConfigMessage, encodeControlFrame } from '../../src/protocol/control.js';
+import { deriveUserKey } from '../../src/protocol/credentials.js';
 import { OFFLOAD_HEADER_SIZE } from '../../src/protocol/frame.js';
 import { createAuthenticator } from '../../src/users/authenticator.js';
 import { UsersFile } from '../../src/users/users-file.js';
@@ -71,12 +75,16 @@ interface Stack {
   /** Streams the acceptor handed to the engine. */
   readonly attached: Duplex[];
   readonly fatal: Error[];
+  /** The client's configuration (its URL has the server's port). */
+  readonly config: ClientConfig;
+  /** The server's front, for requests made by hand. */
+  readonly port: number;
 }
 
 /** Server and client on 127.0.0.1; the client is started with `password` (the right one by default). */
 async function startStack(
   t: TestContext,
-  options: { offload: boolean; password?: string; clientLogger?: Logger },
+  options: { offload: boolean; password?: string; clientLogger?: Logger; plaintext?: boolean },
 ): Promise<Stack> {
   const dir = await mkdtemp(join(tmpdir(), 'facade-stack-'));
   const closers: (() => unknown)[] = [() => rm(dir, { recursive: true, force: true })];
@@ -88,7 +96,7 @@ async function startStack(
 
   const certificate = await loadOrCreateSelfSigned(dir, { names: ['localhost'] });
   const users = await UsersFile.load(join(dir, 'users.json'), { allowMissing: true });
-  await users.add(USER, PASSWORD);
+  await users.add(USER, PASSWORD, TUNNEL_PATH);
   await users.save();
 
   const pool = new AddressPool({
@@ -115,7 +123,7 @@ async function startStack(
   });
   const attached: Duplex[] = [];
   const front = await createFront({
-    tls: { key: certificate.key, cert: certificate.cert },
+    ...(options.plaintext === true ? {} : { tls: { key: certificate.key, cert: certificate.cert } }),
     tunnelPath: TUNNEL_PATH,
     authenticate: createAuthenticator(users),
     host: {
@@ -133,12 +141,12 @@ async function startStack(
   const passwordFile = join(dir, 'password');
   await writeFile(passwordFile, `${options.password ?? PASSWORD}\n`, { mode: 0o600 });
   const config: ClientConfig = {
-    url: new URL(`https://127.0.0.1:${port}${TUNNEL_PATH}`),
+    url: new URL(`${options.plaintext === true ? 'http' : 'https'}://127.0.0.1:${port}${TUNNEL_PATH}`),
     user: USER,
     passwordFile,
     pin: certificate.fingerprint,
     fullTunnel: false,
-    plaintext: false,
+    plaintext: options.plaintext === true,
     tunName: 'mem-c0',
     keepaliveMs: 0,
     dns: false,
@@ -167,7 +175,7 @@ async function startStack(
   });
   closers.push(() => client.stop());
   await client.start();
-  return { client, serverTun, engine, clientTuns, networks, configured, attached, fatal };
+  return { client, serverTun, engine, clientTuns, networks, configured, attached, fatal, config, port };
 }
 
 /** The IP packet of a packet written to a TUN, and its virtio header when the TUN has one. */
@@ -271,4 +279,149 @@ test('a second CONFIG from the server is a protocol error: the client ends that 
   assert.equal(ended?.byPeer, false, 'the client ended it, the server did not');
   assert.match(String(ended?.message), /second CONFIG/);
   assert.equal(networks[0]?.applied.length, 1, 'the second CONFIG was not applied');
+});
+
+/** The Authorization value of the first request head that arrives; the connection is then answered 404. */
+function recordAuthorization(
+  socket: import('node:net').Socket,
+  onHead: (authorization: string) => void,
+): void {
+  let head = '';
+  socket.on('data', (chunk: Buffer) => {
+    head += chunk.toString('latin1');
+    if (!head.includes('\r\n\r\n')) return;
+    onHead(/^authorization: *(.*?)\r$/im.exec(head)?.[1] ?? '');
+    socket.end('HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n');
+  });
+  socket.on('error', () => undefined);
+}
+
+/** Sends an upgrade head with `authorization` on a new connection to the real server; the status line. */
+function presentAuthorization(port: number, authorization: string, tls: boolean): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = tls
+      ? tlsConnect({ host: '127.0.0.1', port, rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] })
+      : tcpConnect({ host: '127.0.0.1', port });
+    socket.once(tls ? 'secureConnect' : 'connect', () =>
+      socket.write(
+        `GET ${TUNNEL_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: facade\r\n` +
+          `Authorization: ${authorization}\r\n\r\n`,
+      ),
+    );
+    socket.once('data', (chunk: Buffer) => {
+      resolve(chunk.toString('latin1').split('\r\n', 1)[0] as string);
+      socket.destroy();
+    });
+    socket.once('error', reject);
+  });
+}
+
+test('replay over TLS: a credential captured by a server posing as facade opens nothing at the real one', async (t) => {
+  const { client, engine, configured, attached, config, port } = await startStack(t, { offload: false });
+  await within(configured, 'the real client to connect');
+  const before = engine.sessions();
+  assert.equal(before.length, 1);
+
+  // The attack of the finding: the client (its user, password and the real tunnel path) is pointed at a
+  // TLS server the attacker runs, which records the Authorization header.
+  const fakeDir = await mkdtemp(join(tmpdir(), 'facade-posing-'));
+  t.after(() => rm(fakeDir, { recursive: true, force: true }));
+  const fakeCertificate = await loadOrCreateSelfSigned(fakeDir, { names: ['localhost'] });
+  let captured: (authorization: string) => void = () => undefined;
+  const header = new Promise<string>((resolve) => {
+    captured = resolve;
+  });
+  const posing = createTlsServer({ key: fakeCertificate.key, cert: fakeCertificate.cert }, (socket) =>
+    recordAuthorization(socket, captured),
+  );
+  posing.listen(0, '127.0.0.1');
+  await once(posing, 'listening');
+  t.after(() => posing.close());
+  const posingPort = (posing.address() as import('node:net').AddressInfo).port;
+  const key = await deriveUserKey(TUNNEL_PATH, USER, PASSWORD);
+  await assert.rejects(
+    connectTunnel(
+      {
+        ...config,
+        url: new URL(`https://127.0.0.1:${posingPort}${TUNNEL_PATH}`),
+        pin: fakeCertificate.fingerprint,
+      },
+      key,
+    ),
+    /answered HTTP 404/,
+  );
+  const authorization = await within(header, 'the posing server to record the credential');
+  assert.match(authorization, /^Basic /);
+
+  // Presented at once to the real server, on a new TLS connection: the site's 404, no tunnel.
+  assert.equal(await presentAuthorization(port, authorization, true), 'HTTP/1.1 404 Not Found');
+  assert.equal(await presentAuthorization(port, authorization, true), 'HTTP/1.1 404 Not Found');
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  assert.equal(attached.length, 1, 'only the real client was ever attached');
+  assert.deepEqual(
+    engine.sessions().map((s) => [s.user, s.remote, s.since]),
+    before.map((s) => [s.user, s.remote, s.since]),
+    'the real session was not replaced',
+  );
+  assert.equal(client.fatalError, undefined);
+});
+
+test('replay without TLS at facade: a credential sniffed off the wire is refused (nonce); the session stays', async (t) => {
+  const { client, engine, configured, attached, config, port } = await startStack(t, {
+    offload: false,
+    plaintext: true,
+  });
+  await within(configured, 'the client to connect');
+  await client.stop();
+  await within(client.done, 'the first client to stop');
+
+  // A relay on the path records what the real client sends, and passes everything on.
+  let captured: (authorization: string) => void = () => undefined;
+  const header = new Promise<string>((resolve) => {
+    captured = resolve;
+  });
+  const relay = createTcpServer((inbound) => {
+    const outbound = tcpConnect({ host: '127.0.0.1', port });
+    let head = '';
+    inbound.on('data', (chunk: Buffer) => {
+      if (!head.includes('\r\n\r\n')) {
+        head += chunk.toString('latin1');
+        if (head.includes('\r\n\r\n')) captured(/^authorization: *(.*?)\r$/im.exec(head)?.[1] ?? '');
+      }
+    });
+    inbound.pipe(outbound).pipe(inbound);
+    inbound.on('error', () => outbound.destroy());
+    outbound.on('error', () => inbound.destroy());
+  });
+  relay.listen(0, '127.0.0.1');
+  await once(relay, 'listening');
+  t.after(() => new Promise((resolve) => relay.close(resolve)));
+  const relayPort = (relay.address() as import('node:net').AddressInfo).port;
+  const viaRelay = new TunnelClient({
+    config: { ...config, url: new URL(`http://127.0.0.1:${relayPort}${TUNNEL_PATH}`) },
+    logger,
+    openTun: ({ vnetHdr }) => new MemoryTun({ name: 'mem-c1', vnetHdr }),
+    network: (tunName) => new RecordingNetwork(tunName, () => undefined),
+  });
+  t.after(() => viaRelay.stop());
+  await viaRelay.start();
+  const authorization = await within(header, 'the relay to see the credential');
+  await within(
+    (async () => {
+      while (engine.sessions().length !== 1) await new Promise((resolve) => setTimeout(resolve, 20));
+    })(),
+    'the session through the relay',
+  );
+  const before = engine.sessions();
+
+  // The sniffed credential, presented again (within the time window): refused, its nonce is spent.
+  assert.equal(await presentAuthorization(port, authorization, false), 'HTTP/1.1 404 Not Found');
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  assert.equal(attached.length, 2, 'the first client and the one through the relay, nobody else');
+  assert.deepEqual(
+    engine.sessions().map((s) => [s.user, s.remote, s.since]),
+    before.map((s) => [s.user, s.remote, s.since]),
+    'the session was not replaced',
+  );
+  assert.equal(viaRelay.fatalError, undefined);
 });
