@@ -250,6 +250,21 @@ describe('the server drops root after start-up', { skip: skip ?? false }, () => 
     assert.match(out.stdout, / 0% packet loss/, out.stdout);
   });
 
+  test('a users file made readable to others while the server runs is warned about at its reload', async () => {
+    const s = server as FacadeProcess;
+    const warning = /has mode 0644; it should be 0600/;
+    const before = s.count(warning);
+    const reloads = s.count(/users file reloaded/);
+    await chmod(usersPath(), 0o644);
+    try {
+      await s.waitFor(warning, 15_000).catch(() => undefined);
+      assert.equal(s.count(/users file reloaded/) > reloads, true, 'the changed file was reloaded');
+      assert.equal(s.count(warning), before + 1, s.lines.slice(-5).join('\n'));
+    } finally {
+      await chmod(usersPath(), 0o600);
+    }
+  });
+
   test('SIGTERM: a clean exit (0), and the TUN is gone', async () => {
     const s = server as FacadeProcess;
     const code = await s.stop('SIGTERM');
