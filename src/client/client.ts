@@ -101,13 +101,17 @@ export class TunnelClient implements SessionSink {
       }
       this.serverAddress = connection.serverAddress;
       connection.socket.setNoDelay(true);
-      this.session = new Session({
+      const session = new Session({
         socket: connection.socket,
         sink: this,
         logger: this.logger,
         keepaliveMs: this.config.keepaliveMs,
         initialBytes: connection.rest,
+        // The socket reads into one reused buffer: no garbage per read on the way to the TUN.
+        pushedReads: true,
       });
+      this.session = session;
+      connection.onRead(session.receive);
       connection.socket.resume();
     } catch (err) {
       if (err instanceof PermanentConnectError) {

@@ -16,8 +16,13 @@ import { derFingerprint } from '../protocol/pin.js';
 
 export interface TunnelConnection {
   readonly socket: Socket;
-  /** Bytes that followed the 101 head: the start of the frame stream. */
+  /** Bytes that followed the 101 head: the start of the frame stream (a copy the caller owns). */
   readonly rest: Buffer;
+  /**
+   * Where the socket's reads go from now on. The socket reads into one reused buffer (`onread`) instead of
+   * a fresh Buffer per read, so there are no 'data' events: each read is a view valid during the call.
+   */
+  onRead(receiver: (chunk: Buffer) => void): void;
   /** The address actually connected to (kept out of the tunnel in full-tunnel mode). */
   readonly serverAddress: string;
 }
@@ -38,9 +43,10 @@ export async function connectTunnel(config: ClientConfig, key: UserKey): Promise
   const port = url.port === '' ? (url.protocol === 'https:' ? 443 : 80) : Number(url.port);
   const host = url.hostname.replace(/^\[|\]$/g, '');
   const { address } = await lookup(host);
+  const reads = new Reads();
   const socket = config.plaintext
-    ? await openPlain(address, port)
-    : await openTls(config, address, port, host);
+    ? await openPlain(address, port, reads)
+    : await openTls(config, address, port, host, reads);
   try {
     // Without TLS (--plaintext) there is no exporter: the zero binding; time and nonce still hold.
     const binding = connectionBinding(socket);
@@ -52,7 +58,7 @@ export async function connectTunnel(config: ClientConfig, key: UserKey): Promise
         capabilities: { offload: config.offload },
       }),
     );
-    const { status, rest } = await readResponseHead(socket);
+    const { status, rest } = await readResponseHead(socket, reads);
     if (status !== 101) {
       throw new PermanentConnectError(
         facadeError('CONNECT_REFUSED', [
@@ -61,16 +67,41 @@ export async function connectTunnel(config: ClientConfig, key: UserKey): Promise
         ]).message,
       );
     }
-    return { socket, rest, serverAddress: address };
+    return { socket, rest, serverAddress: address, onRead: (receiver) => reads.to(receiver) };
   } catch (err) {
     socket.destroy();
     throw err;
   }
 }
 
-function openPlain(address: string, port: number): Promise<Socket> {
+/**
+ * The one read buffer of a tunnel socket and where its reads go: the response-head reader first, the
+ * session after. A fresh Buffer per read is external memory V8 must collect; at full speed that alone
+ * drives major collections.
+ */
+class Reads {
+  readonly buffer = Buffer.allocUnsafeSlow(READ_BUFFER_BYTES);
+  #receiver: (chunk: Buffer) => void = () => undefined;
+
+  to(receiver: (chunk: Buffer) => void): void {
+    this.#receiver = receiver;
+  }
+
+  readonly onread = {
+    buffer: this.buffer,
+    callback: (bytes: number, buffer: Uint8Array): boolean => {
+      this.#receiver((buffer as Buffer).subarray(0, bytes));
+      return true;
+    },
+  };
+}
+
+/** One socket read at most: a TLS record is 16 KiB, plain TCP reads come in up to 64 KiB. */
+const READ_BUFFER_BYTES = 64 * 1024;
+
+function openPlain(address: string, port: number, reads: Reads): Promise<Socket> {
   return new Promise((resolve, reject) => {
-    const socket = netConnect({ host: address, port });
+    const socket = netConnect({ host: address, port, onread: reads.onread });
     socket.once('connect', () => {
       socket.removeListener('error', reject);
       resolve(socket);
@@ -85,6 +116,7 @@ function openTls(
   address: string,
   port: number,
   servername: string,
+  reads: Reads,
 ): Promise<TLSSocket> {
   // The config holds the pin in parsePin's canonical form, the form certificateFingerprint returns.
   const pin = config.pin;
@@ -93,6 +125,8 @@ function openTls(
     const socket = tlsConnect({
       host: address,
       port,
+      // Node reads TLS plaintext into this buffer too (tls.connect supports onread since 15.1).
+      ...({ onread: reads.onread } as object),
       servername: /^[\d.]+$|:/.test(servername) ? undefined : servername,
       ALPNProtocols: ['http/1.1'],
       // A pinned certificate is trusted by its fingerprint alone (self-signed, IP-only servers).
@@ -121,13 +155,13 @@ function openTls(
   });
 }
 
-function readResponseHead(socket: Socket): Promise<{ status: number; rest: Buffer }> {
+function readResponseHead(socket: Socket, reads: Reads): Promise<{ status: number; rest: Buffer }> {
   return new Promise((resolve, reject) => {
     let buffered = Buffer.alloc(0);
     const timer = setTimeout(() => fail(new Error('no answer to the tunnel request')), HANDSHAKE_TIMEOUT_MS);
     const cleanup = (): void => {
       clearTimeout(timer);
-      socket.removeListener('data', onData);
+      reads.to(() => undefined);
       socket.removeListener('error', fail);
       socket.removeListener('end', onEnd);
     };
@@ -137,6 +171,7 @@ function readResponseHead(socket: Socket): Promise<{ status: number; rest: Buffe
     };
     const onEnd = (): void => fail(new Error('the server closed the connection during the handshake'));
     const onData = (chunk: Buffer): void => {
+      // concat copies: the chunk is a view of the reused read buffer.
       buffered = Buffer.concat([buffered, chunk]);
       const end = findHeadEnd(buffered);
       if (end === -1) {
@@ -148,7 +183,7 @@ function readResponseHead(socket: Socket): Promise<{ status: number; rest: Buffe
       socket.pause();
       resolve({ status: responseStatus(buffered), rest: buffered.subarray(end) });
     };
-    socket.on('data', onData);
+    reads.to(onData);
     socket.once('error', fail);
     socket.once('end', onEnd);
   });

@@ -81,15 +81,32 @@ export class FrameDecoder {
   /** Set by the first error; every later push() throws it again. */
   private failure: unknown = null;
   private readonly straddle: (() => Buffer) | undefined;
+  /** Chunks are a reused read buffer: what is left of one at the end of push() must be copied. */
+  private readonly transient: boolean;
+  /**
+   * Where the undecoded rest of transient chunks is kept (allocated on first use): twice a frame, so new
+   * bytes are appended and the kept part moves to the front only when the end is reached.
+   */
+  private store: Buffer | undefined;
 
   /**
    * `straddle` gives where to copy a payload that straddles chunks (at least MAX_FRAME_LENGTH bytes),
    * instead of a fresh buffer per frame. Such a payload is then valid only until the next push(): the sink
    * must be done with it by the time push() returns (the session's sink writes its TUN batch before that).
    */
-  constructor(sink: FrameSink, options: FrameDecoderOptions = {}, straddle?: () => Buffer) {
+  /**
+   * `transient`: every chunk is a view of a read buffer the caller reuses (a socket's `onread` buffer), so
+   * push() copies what it could not decode yet before returning, instead of keeping the chunk.
+   */
+  constructor(
+    sink: FrameSink,
+    options: FrameDecoderOptions = {},
+    straddle?: () => Buffer,
+    transient = false,
+  ) {
     this.sink = sink;
     this.straddle = straddle;
+    this.transient = transient;
     this.configure(options);
   }
 
@@ -132,6 +149,7 @@ export class FrameDecoder {
     this.buffered += chunk.length;
     try {
       this.run();
+      if (this.transient && this.buffered > 0) this.retain();
     } catch (err) {
       this.failure = err;
       this.chunks.length = 0;
@@ -248,6 +266,41 @@ export class FrameDecoder {
     } else {
       this.headOffset = end;
     }
+  }
+
+  /**
+   * Keeps the undecoded rest (less than one frame: at most MAX_FRAME_LENGTH bytes) in the owned store, so no
+   * caller buffer is referenced after push() returns: what was kept before stays where it is and only the
+   * new bytes are copied after it (each byte is copied once, unless the kept part must move to the front).
+   * Anything the sink was given is done with by now (see `straddle`), so moving bytes is safe.
+   */
+  private retain(): void {
+    const store = (this.store ??= Buffer.allocUnsafeSlow(2 * MAX_FRAME_LENGTH));
+    const chunks = this.chunks;
+    let start = 0;
+    let end = 0;
+    let from = 0;
+    const head = chunks[0] as Buffer;
+    if (head.buffer === store.buffer && head.byteOffset >= store.byteOffset) {
+      // The rest begins with what an earlier push kept: it stays in place.
+      start = head.byteOffset - store.byteOffset + this.headOffset;
+      end = head.byteOffset - store.byteOffset + head.length;
+      from = 1;
+    }
+    const kept = end - start;
+    if (end + (this.buffered - kept) > store.length) {
+      store.copyWithin(0, start, end);
+      start = 0;
+      end = kept;
+    }
+    for (let i = from; i < chunks.length; i++) {
+      const chunk = chunks[i] as Buffer;
+      const offset = i === 0 ? this.headOffset : 0;
+      end += chunk.copy(store, end, offset);
+    }
+    chunks.length = 0;
+    chunks.push(store.subarray(start, end));
+    this.headOffset = 0;
   }
 
   /** Copies the next `n` buffered bytes into `target` at 0, dropping the chunks it empties. */

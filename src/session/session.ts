@@ -81,6 +81,11 @@ export interface SessionOptions {
   readonly allowedSources?: AllowedSources | undefined;
   /** Largest DATA payload accepted (defaults to MAX_PACKET_SIZE). */
   readonly maxPacket?: number;
+  /**
+   * The socket was opened with `onread` (one reused read buffer, no 'data' events): its owner passes each
+   * read to receive(), and the decoder copies what it cannot decode yet instead of keeping the view.
+   */
+  readonly pushedReads?: boolean;
   /** Reused output slabs and straddle buffer, shared by an engine's sessions (default: the session's own). */
   readonly buffers?: SessionBuffers | undefined;
   /** Bytes that arrived together with the handshake and belong to the frame stream. */
@@ -168,8 +173,12 @@ export class Session implements FrameSink {
         offload: this.offload,
       },
       () => buffers.straddle,
+      // Transient always: with pushed reads the read buffer is reused; with 'data' events a kept chunk
+      // would survive a scavenge, be promoted, and make the old space grow with every partial frame.
+      true,
     );
-    this.socket.on('data', this.onSocketData);
+    // Pushed reads: the owner feeds receive() from the socket's reused onread buffer, no 'data' events.
+    if (options.pushedReads !== true) this.socket.on('data', this.onSocketData);
     this.socket.on('end', this.onSocketEnd);
     this.socket.on('close', this.onSocketEnd);
     this.socket.on('error', this.onSocketError);
@@ -387,6 +396,9 @@ export class Session implements FrameSink {
         this.sink.onControl(this, message);
     }
   }
+
+  /** One read of the socket, for sessions with pushedReads; the view is only valid during the call. */
+  readonly receive = (chunk: Buffer): void => this.onSocketData(chunk);
 
   private readonly onSocketData = (chunk: Buffer): void => {
     if (this.closed) return;

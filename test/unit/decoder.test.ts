@@ -361,3 +361,56 @@ test('a frame split across reads is copied into the straddle buffer when one is 
   decoder.push(frame);
   assert.equal(sink.views[3]?.buffer, frame.buffer);
 });
+
+test('transient chunks (a reused read buffer): what push() has not decoded is copied, not kept', () => {
+  const sink = new CollectingSink();
+  const decoder = new FrameDecoder(sink, {}, undefined, true);
+  const frames = [
+    encodeFrame(FrameType.DATA, Buffer.alloc(3000, 1)),
+    encodeFrame(FrameType.DATA, Buffer.alloc(70, 2)),
+    encodeFrame(FrameType.DATA, Buffer.alloc(5000, 3)),
+  ];
+  const stream = Buffer.concat(frames);
+  // One read buffer, overwritten with garbage after every push, as a socket's onread buffer would be.
+  const readBuffer = Buffer.alloc(1024);
+  for (let at = 0; at < stream.length; at += 1000) {
+    const n = Math.min(1000, stream.length - at);
+    stream.copy(readBuffer, 0, at, at + n);
+    decoder.push(readBuffer.subarray(0, n));
+    readBuffer.fill(0xee);
+  }
+  assert.deepEqual(
+    sink.received.map((r) => r.bytes),
+    [Buffer.alloc(3000, 1), Buffer.alloc(70, 2), Buffer.alloc(5000, 3)],
+  );
+});
+
+test('transient chunks of every size: frames up to the largest come out intact (store append and compaction)', () => {
+  let seed = 12345;
+  const random = (n: number): number => {
+    seed = (seed * 1103515245 + 12345) >>> 0;
+    return seed % n;
+  };
+  const payloads = Array.from({ length: 120 }, (_, i) =>
+    Buffer.alloc(i % 7 === 0 ? MAX_PACKET_SIZE : 1 + random(20_000), i & 0xff),
+  );
+  const stream = Buffer.concat(payloads.map((p) => encodeFrame(FrameType.DATA, p)));
+  const sink = new CollectingSink();
+  const decoder = new FrameDecoder(sink, {}, () => Buffer.alloc(MAX_PACKET_SIZE), true);
+  const readBuffer = Buffer.alloc(70_000);
+  for (let at = 0; at < stream.length; ) {
+    const n = Math.min(1 + random(randomChunkCeiling(random)), stream.length - at);
+    stream.copy(readBuffer, 0, at, at + n);
+    decoder.push(readBuffer.subarray(0, n));
+    readBuffer.fill(0xee);
+    at += n;
+  }
+  assert.equal(sink.received.length, payloads.length);
+  sink.received.forEach((r, i) => assert.ok(r.bytes.equals(payloads[i] as Buffer), `frame ${i}`));
+});
+
+/** Mostly TLS-record-sized reads, sometimes tiny or large ones. */
+function randomChunkCeiling(random: (n: number) => number): number {
+  const pick = random(10);
+  return pick < 2 ? 10 : pick < 8 ? 16_384 : 65_536;
+}
