@@ -45,6 +45,12 @@ export interface FrameSink {
   onControl(payload: Buffer): void;
 }
 
+/** Where a decoder of transient chunks takes its store from (at least 2 * MAX_FRAME_LENGTH bytes each). */
+export interface StorePool {
+  take(): Buffer;
+  give(store: Buffer): void;
+}
+
 export interface FrameDecoderOptions {
   /** Largest packet accepted in DATA and DATA_OFFLOAD frames (default MAX_PACKET_SIZE; e.g. the MTU). */
   maxPayload?: number;
@@ -81,11 +87,11 @@ export class FrameDecoder {
   /** Set by the first error; every later push() throws it again. */
   private failure: unknown = null;
   private readonly straddle: (() => Buffer) | undefined;
-  /** Chunks are a reused read buffer: what is left of one at the end of push() must be copied. */
-  private readonly transient: boolean;
+  /** Chunks are transient: what is left of them at the end of push() is copied into a store from here. */
+  private readonly stores: StorePool | undefined;
   /**
-   * Where the undecoded rest of transient chunks is kept (allocated on first use): twice a frame, so new
-   * bytes are appended and the kept part moves to the front only when the end is reached.
+   * Where the undecoded rest of transient chunks is kept, at least twice a frame, so new bytes are appended
+   * and the kept part moves to the front only when the end is reached. Held only while something is kept.
    */
   private store: Buffer | undefined;
 
@@ -95,18 +101,19 @@ export class FrameDecoder {
    * must be done with it by the time push() returns (the session's sink writes its TUN batch before that).
    */
   /**
-   * `transient`: every chunk is a view of a read buffer the caller reuses (a socket's `onread` buffer), so
-   * push() copies what it could not decode yet before returning, instead of keeping the chunk.
+   * `stores`: chunks are transient (views of a read buffer the caller reuses, or buffers it must not keep
+   * alive), so push() copies what it could not decode yet into a store taken from here, and gives the store
+   * back once nothing is kept: an idle decoder holds no memory.
    */
   constructor(
     sink: FrameSink,
     options: FrameDecoderOptions = {},
     straddle?: () => Buffer,
-    transient = false,
+    stores?: StorePool,
   ) {
     this.sink = sink;
     this.straddle = straddle;
-    this.transient = transient;
+    this.stores = stores;
     this.configure(options);
   }
 
@@ -149,9 +156,17 @@ export class FrameDecoder {
     this.buffered += chunk.length;
     try {
       this.run();
-      if (this.transient && this.buffered > 0) this.retain();
+      if (this.stores !== undefined) {
+        if (this.buffered > 0) this.retain();
+        else if (this.store !== undefined) {
+          this.stores.give(this.store);
+          this.store = undefined;
+        }
+      }
     } catch (err) {
       this.failure = err;
+      if (this.store !== undefined) this.stores?.give(this.store);
+      this.store = undefined;
       this.chunks.length = 0;
       this.headOffset = 0;
       this.buffered = 0;
@@ -275,7 +290,7 @@ export class FrameDecoder {
    * Anything the sink was given is done with by now (see `straddle`), so moving bytes is safe.
    */
   private retain(): void {
-    const store = (this.store ??= Buffer.allocUnsafeSlow(2 * MAX_FRAME_LENGTH));
+    const store = (this.store ??= (this.stores as StorePool).take());
     const chunks = this.chunks;
     let start = 0;
     let end = 0;

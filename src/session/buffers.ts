@@ -6,7 +6,9 @@
 //   output slabs: taken when a session frames packets, given back once every socket write that used the
 //                 slab has completed (the write callback), so an idle session holds none;
 //   straddle:     where the decoder copies a frame that arrived split across socket reads; valid until
-//                 the session's chunk is done (SessionSink.onChunkEnd), when the next push may reuse it.
+//                 the session's chunk is done (SessionSink.onChunkEnd), when the next push may reuse it;
+//   stores:       where a decoder keeps the undecoded rest of a read, so no socket buffer outlives its
+//                 callback (and is promoted to the old space); given back once nothing is kept.
 
 import { MAX_FRAME_LENGTH } from '../protocol/frame.js';
 
@@ -46,8 +48,13 @@ export class SlabPool {
   }
 }
 
+/** Stores for the undecoded rest of a read (decoder.ts): two frames each; few are held at once. */
+const MAX_FREE_STORES = 16;
+
 export class SessionBuffers {
   readonly slabs: SlabPool;
+  /** A decoder holds one only between a partial frame's first and last read: idle sessions hold none. */
+  readonly stores = new SlabPool(2 * MAX_FRAME_LENGTH, MAX_FREE_STORES);
   #straddle: Buffer | undefined;
 
   constructor(slabs: SlabPool = new SlabPool()) {

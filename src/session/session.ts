@@ -175,7 +175,7 @@ export class Session implements FrameSink {
       () => buffers.straddle,
       // Transient always: with pushed reads the read buffer is reused; with 'data' events a kept chunk
       // would survive a scavenge, be promoted, and make the old space grow with every partial frame.
-      true,
+      buffers.stores,
     );
     // Pushed reads: the owner feeds receive() from the socket's reused onread buffer, no 'data' events.
     if (options.pushedReads !== true) this.socket.on('data', this.onSocketData);

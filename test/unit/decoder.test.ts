@@ -364,7 +364,7 @@ test('a frame split across reads is copied into the straddle buffer when one is 
 
 test('transient chunks (a reused read buffer): what push() has not decoded is copied, not kept', () => {
   const sink = new CollectingSink();
-  const decoder = new FrameDecoder(sink, {}, undefined, true);
+  const decoder = new FrameDecoder(sink, {}, undefined, storePool());
   const frames = [
     encodeFrame(FrameType.DATA, Buffer.alloc(3000, 1)),
     encodeFrame(FrameType.DATA, Buffer.alloc(70, 2)),
@@ -396,7 +396,7 @@ test('transient chunks of every size: frames up to the largest come out intact (
   );
   const stream = Buffer.concat(payloads.map((p) => encodeFrame(FrameType.DATA, p)));
   const sink = new CollectingSink();
-  const decoder = new FrameDecoder(sink, {}, () => Buffer.alloc(MAX_PACKET_SIZE), true);
+  const decoder = new FrameDecoder(sink, {}, () => Buffer.alloc(MAX_PACKET_SIZE), storePool());
   const readBuffer = Buffer.alloc(70_000);
   for (let at = 0; at < stream.length; ) {
     const n = Math.min(1 + random(randomChunkCeiling(random)), stream.length - at);
@@ -414,3 +414,29 @@ function randomChunkCeiling(random: (n: number) => number): number {
   const pick = random(10);
   return pick < 2 ? 10 : pick < 8 ? 16_384 : 65_536;
 }
+
+/** Stores for a transient decoder, counting what is held. */
+function storePool(): { take(): Buffer; give(store: Buffer): void; held: number } {
+  return {
+    held: 0,
+    take() {
+      this.held++;
+      return Buffer.alloc(2 * 0xffff);
+    },
+    give() {
+      this.held--;
+    },
+  };
+}
+
+test('a transient decoder holds a store only while part of a frame is kept', () => {
+  const stores = storePool();
+  const decoder = new FrameDecoder(new CollectingSink(), {}, undefined, stores);
+  const frame = encodeFrame(FrameType.DATA, Buffer.alloc(3000, 5));
+  decoder.push(frame.subarray(0, 100));
+  assert.equal(stores.held, 1);
+  decoder.push(frame.subarray(100));
+  assert.equal(stores.held, 0, 'given back once the frame was complete');
+  decoder.push(frame);
+  assert.equal(stores.held, 0, 'a whole frame needs none');
+});
