@@ -290,7 +290,8 @@ export class FrameDecoder {
    * Anything the sink was given is done with by now (see `straddle`), so moving bytes is safe.
    */
   private retain(): void {
-    const store = (this.store ??= (this.stores as StorePool).take());
+    this.store ??= (this.stores as StorePool).take();
+    const store = this.store;
     const chunks = this.chunks;
     let start = 0;
     let end = 0;

@@ -406,7 +406,8 @@ test('transient chunks of every size: frames up to the largest come out intact (
     at += n;
   }
   assert.equal(sink.received.length, payloads.length);
-  sink.received.forEach((r, i) => assert.ok(r.bytes.equals(payloads[i] as Buffer), `frame ${i}`));
+  for (const [i, r] of sink.received.entries())
+    assert.ok(r.bytes.equals(payloads[i] as Buffer), `frame ${i}`);
 });
 
 /** Mostly TLS-record-sized reads, sometimes tiny or large ones. */
