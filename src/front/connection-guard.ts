@@ -6,7 +6,8 @@
 //                      (whatever the socket does meanwhile) ─► 'secureConnection' (front door, site)
 //
 // Over a limit the connection is closed without a byte, as Node itself closes connections beyond
-// `server.maxConnections` (which enforces the total here): what an overloaded plain Node site does.
+// `server.maxConnections`: what an overloaded plain Node site does. Accepted tunnels are released from both
+// limits: the address pool bounds them, and a full house of VPN users must not lock the website out.
 //
 // Node's own TLS handshakeTimeout is an idle timer (each byte restarts it) and only emits 'tlsClientError';
 // the deadline here is absolute and destroys the TCP connection underneath, whatever state TLS is in.
@@ -19,7 +20,7 @@ import type { Server as NetServer, Socket } from 'node:net';
 import { isIPv4, isIPv6 } from 'node:net';
 
 export interface ConnectionLimits {
-  /** Open connections in total (tunnels included); becomes `server.maxConnections`. */
+  /** Open website connections in total (accepted tunnels not counted: the address pool bounds those). */
   readonly maxConnections: number;
   /** Open connections per source address (IPv6: per /64) that are not released tunnels. */
   readonly maxConnectionsPerAddress: number;
@@ -41,6 +42,8 @@ interface Connection {
 
 export class ConnectionGuard {
   private readonly perAddress = new Map<string, number>();
+  /** Connections that count against the total: open and not released. */
+  private counted = 0;
   private readonly open = new Set<Connection>();
   /** Raw TCP socket (or the socket itself on plaintext servers) and TLS socket -> its record. */
   private readonly bySocket = new WeakMap<Socket, Connection>();
@@ -61,7 +64,6 @@ export class ConnectionGuard {
 
   /** `secure`: the server is a TLS server ('connection' gives the raw TCP socket, 'secureConnection' follows). */
   install(server: NetServer, secure: boolean): void {
-    server.maxConnections = this.limits.maxConnections;
     server.once('listening', () => {
       const inner = server.listeners('connection') as ConnectionListener[];
       for (const listener of inner) server.removeListener('connection', listener);
@@ -75,7 +77,7 @@ export class ConnectionGuard {
 
   /**
    * The connection (TLS socket, or the plain socket) left the website for good (an accepted tunnel): it
-   * stops counting against its address. It still counts in the total, and close() still ends it.
+   * stops counting against its address and the total. close() still ends it.
    */
   release(socket: Socket): void {
     const connection = this.bySocket.get(socket);
@@ -104,11 +106,16 @@ export class ConnectionGuard {
   private admit(raw: Socket, secure: boolean): boolean {
     const key = this.closing ? undefined : addressKey(raw.remoteAddress);
     const count = key === undefined ? Number.POSITIVE_INFINITY : (this.perAddress.get(key) ?? 0);
-    if (key === undefined || count >= this.limits.maxConnectionsPerAddress) {
+    if (
+      key === undefined ||
+      count >= this.limits.maxConnectionsPerAddress ||
+      this.counted >= this.limits.maxConnections
+    ) {
       raw.destroy();
       return false;
     }
     this.perAddress.set(key, count + 1);
+    this.counted++;
     const connection: Connection = { raw, key, handshakeTimer: undefined };
     if (secure && this.limits.handshakeTimeoutMs > 0) {
       connection.handshakeTimer = setTimeout(() => raw.destroy(), this.limits.handshakeTimeoutMs);
@@ -143,6 +150,7 @@ export class ConnectionGuard {
   }
 
   private uncount(key: string): void {
+    this.counted--;
     const count = (this.perAddress.get(key) ?? 1) - 1;
     if (count <= 0) this.perAddress.delete(key);
     else this.perAddress.set(key, count);

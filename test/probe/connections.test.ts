@@ -12,7 +12,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import tls from 'node:tls';
 import { createLogger } from '../../src/core/log.js';
-import { addressKey } from '../../src/front/connection-guard.js';
+import { addressKey, ConnectionGuard } from '../../src/front/connection-guard.js';
 import { createFront, type Front, type FrontOptions } from '../../src/front/front.js';
 import { siteConnectionGuard } from '../../src/front/site.js';
 import { makeTestCertificate } from '../helpers/tls-fixture.js';
@@ -261,6 +261,41 @@ describe('connection limits', () => {
     assert.notEqual(refused.closedAfter(), null, 'connection 5 was admitted');
     assert.equal(refused.received(), 0);
     assert.ok(connections.every((c) => c.closedAfter() === null));
+  });
+});
+
+describe('accepted tunnels and the total limit', () => {
+  test('a released connection (an accepted tunnel) no longer counts: a full house of tunnels leaves the site open', async (t) => {
+    const guard = new ConnectionGuard({
+      maxConnections: 2,
+      maxConnectionsPerAddress: 64,
+      handshakeTimeoutMs: 0,
+      closeGraceMs: 100,
+    });
+    const accepted: net.Socket[] = [];
+    const server = net.createServer((socket) => accepted.push(socket));
+    guard.install(server, false);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as net.AddressInfo).port;
+    const connections: RawConnection[] = [];
+    t.after(async () => {
+      for (const c of connections) c.socket.destroy();
+      guard.close();
+      await new Promise((resolve) => server.close(resolve));
+    });
+    connections.push(await rawConnect(port), await rawConnect(port));
+    await sleep(50);
+    const refused = await rawConnect(port);
+    connections.push(refused);
+    await settle([refused], 500);
+    assert.notEqual(refused.closedAfter(), null, 'the third connection is over the total');
+    // The first one becomes a tunnel: released, it frees its place for the website.
+    guard.release(accepted[0] as net.Socket);
+    const admitted = await rawConnect(port);
+    connections.push(admitted);
+    await settle([admitted], 500);
+    assert.equal(admitted.closedAfter(), null, 'admitted once the tunnel no longer counts');
+    assert.equal(guard.size, 3, 'the tunnel is still a connection the guard ends on close()');
   });
 });
 
