@@ -39,6 +39,12 @@ export const MAX_IPV6_POOL_PREFIX = 126;
 /** Largest lease state file we read; ~100 bytes a lease, so this is far beyond MAX_POOL_ADDRESSES. */
 export const MAX_POOL_STATE_BYTES = 32 * 1024 * 1024;
 
+/**
+ * Lease file writes come at most this often. A write holds every lease, so a burst of N connects must not
+ * cost N writes; a crash loses at most this much of who had which address (a courtesy, not a promise).
+ */
+export const LEASE_SAVE_INTERVAL_MS = 1_000;
+
 const STATE_VERSION = 1;
 
 export interface AddressPoolOptions {
@@ -320,6 +326,11 @@ export class AddressPool {
   #generation = 0;
   #dirty = false;
   #saving: Promise<void> | null = null;
+  /** When the last write began (0: none yet), so writes come at most every LEASE_SAVE_INTERVAL_MS. */
+  #lastWrite = 0;
+  /** Ends the wait for the next write early (flush, close); #hurried makes the loop skip the wait. */
+  #hurry: (() => void) | undefined;
+  #hurried = false;
   #saveError: Error | undefined;
   #closed = false;
 
@@ -442,14 +453,20 @@ export class AddressPool {
 
   /** Resolves once the state file reflects every change so far; rejects if the last write failed. */
   async flush(): Promise<void> {
+    this.#hurried = true;
+    this.#hurry?.();
     while (this.#saving !== null) await this.#saving;
+    this.#hurried = false;
     if (this.#saveError !== undefined) throw this.#saveError;
   }
 
   /** Writes pending state and stops persisting. Idempotent; the pool still answers from memory. */
   async close(): Promise<void> {
     if (this.#closed) return;
+    this.#hurried = true;
+    this.#hurry?.();
     while (this.#saving !== null) await this.#saving;
+    this.#hurried = false;
     this.#closed = true;
   }
 
@@ -567,7 +584,22 @@ export class AddressPool {
       // Let the current tick's changes (a burst of connects) land in one write.
       await new Promise<void>((resolve) => setImmediate(resolve));
       while (this.#dirty) {
+        // Every write serializes every lease: a mass connect of N clients would cost N writes of up to N
+        // leases each. At most one write per interval (a crash loses at most that much of lease history).
+        const wait = this.#lastWrite + LEASE_SAVE_INTERVAL_MS - Date.now();
+        if (wait > 0 && !this.#hurried) {
+          await new Promise<void>((resolve) => {
+            const timer = setTimeout(resolve, wait);
+            timer.unref();
+            this.#hurry = () => {
+              clearTimeout(timer);
+              resolve();
+            };
+          });
+          this.#hurry = undefined;
+        }
         this.#dirty = false;
+        this.#lastWrite = Date.now();
         try {
           await writeFileAtomic(path, this.#serializeState());
           this.#saveError = undefined;

@@ -366,3 +366,30 @@ test('a big pool is bounded to MAX_POOL_ADDRESSES hosts and leases every one of 
   assert.equal(pool.get('u65534')?.ipv4, '198.19.0.0');
   assert.equal(pool.get('u65534')?.ipv6, 'fd00:8::1:0');
 });
+
+test('a mass connect writes the lease file about once a second, not once per connect', async () => {
+  const statePath = join(await freshDir(), 'leases.json');
+  const pool = new AddressPool({ ipv4: '198.18.64.0/22', statePath });
+  const writes = new Set<number>();
+  let connecting = true;
+  const watch = (async () => {
+    while (connecting) {
+      const st = await stat(statePath).catch(() => undefined);
+      if (st !== undefined) writes.add(st.mtimeMs);
+      await new Promise((resolve) => setTimeout(resolve, 2));
+    }
+  })();
+  // 300 connects over about 1.5 s, each in its own tick, as sessions arrive.
+  for (let i = 0; i < 300; i++) {
+    pool.lease(`user${i}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  connecting = false;
+  await watch;
+  await pool.flush();
+  // Distinct modification times count the writes the poll saw.
+  assert.ok(writes.size <= 4, `${writes.size} lease file writes during 300 connects`);
+  const saved = JSON.parse(await readFile(statePath, 'utf8')) as { leases: unknown[] };
+  assert.equal(saved.leases.length, 300, 'flush() wrote the last state at once');
+  await pool.close();
+});
