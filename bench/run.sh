@@ -78,7 +78,32 @@ iperf() {
   echo "$bw"
 }
 rtt() { ip netns exec fcli ping -q -c 50 -i 0.02 "$1" | awk -F/ '/^rtt/{print $5}'; }
-record() { printf '%s %s %s\n' "$1" "$2" "$3" >>"$results"; printf '%-20s %8s Mbit/s  rtt %s ms\n' "$1" "$2" "$3"; }
+# record NAME MBIT RTT [SERVER_CPU_S_PER_GB CLIENT_CPU_S_PER_GB RTT_UNDER_LOAD]
+record() {
+  printf '%s %s %s %s %s %s\n' "$1" "$2" "$3" "${4:--}" "${5:--}" "${6:--}" >>"$results"
+  printf '%-20s %8s Mbit/s  rtt %s ms\n' "$1" "$2" "$3"
+}
+# CPU time (utime + stime, in clock ticks) a process has used so far.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# CPU seconds per GB moved: $1 ticks used, $2 Mbit/s, over T seconds.
+per_gb() { python3 -c "import os,sys; t=$1/os.sysconf('SC_CLK_TCK'); gb=$2*$T/8/1000; print(f'{t/gb:.2f}' if gb else '-')"; }
+# iperf3 with the CPU both facade processes spent on it; sets bw srv_gb cli_gb. $1 target, $2 flags.
+iperf_cpu() {
+  local s0 c0
+  s0=$(cpu_ticks "$spid"); c0=$(cpu_ticks "$cpid")
+  bw=$(iperf "$1" "${2:-}")
+  srv_gb=$(per_gb $(($(cpu_ticks "$spid") - s0)) "$bw")
+  cli_gb=$(per_gb $(($(cpu_ticks "$cpid") - c0)) "$bw")
+}
+# Ping through the tunnel while an upload runs (bufferbloat in facade's own queues shows here): avg/max ms.
+rtt_under_load() {
+  local out="$W/ping-load"
+  (sleep 1; ip netns exec fcli ping -q -c $((T * 5 - 10 > 5 ? T * 5 - 10 : 5)) -i 0.2 "$1" >"$out" 2>&1) &
+  local pp=$!
+  iperf "$1" >/dev/null
+  wait "$pp" 2>/dev/null || true
+  awk -F/ '/^rtt/{printf "%s/%s", $5, $6}' "$out"
+}
 
 # CPU of the facade node processes while an iperf3 runs: pidstat over the middle of the run.
 cpu_sample() { # $1 label, $2 server pid, $3 client pid
@@ -120,14 +145,34 @@ facade_up() { # $1 = tls|plaintext|no-offload (TLS without GSO offload); sets sp
 }
 
 measure_facade() { # $1 = tls|plaintext|no-offload
-  local mode=$1 bw bw_r r
+  local mode=$1 bw bw_r r srv_gb cli_gb srv_gb_r cli_gb_r loaded=-
   facade_up "$mode"
-  cpu_sample "facade-$mode up" "$spid" "$cpid"; bw=$(iperf $TUN_ADDR)
-  cpu_sample "facade-$mode down" "$spid" "$cpid"; bw_r=$(iperf $TUN_ADDR -R)
+  cpu_sample "facade-$mode up" "$spid" "$cpid"; iperf_cpu $TUN_ADDR
+  local up=$bw up_s=$srv_gb up_c=$cli_gb
+  cpu_sample "facade-$mode down" "$spid" "$cpid"; iperf_cpu $TUN_ADDR -R
+  bw_r=$bw srv_gb_r=$srv_gb cli_gb_r=$cli_gb
   r=$(rtt $TUN_ADDR)
-  record "facade-$mode" "$bw" "$r"
-  record "facade-$mode-R" "$bw_r" "$r"
+  if [ "$mode" = tls ]; then loaded=$(rtt_under_load $TUN_ADDR); fi
+  record "facade-$mode" "$up" "$r" "$up_s" "$up_c" "$loaded"
+  record "facade-$mode-R" "$bw_r" "$r" "$srv_gb_r" "$cli_gb_r"
+  if [ "$mode" = tls ]; then
+    iperf_cpu $TUN_ADDR "-P 4"
+    record "facade-$mode-P4" "$bw" "$r" "$srv_gb" "$cli_gb"
+  fi
   stop_all
+}
+
+# The ceiling: one Node TLS stream (64 KiB writes) between the two namespaces, no tunnel.
+measure_tls_stream() {
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=bench \
+    -keyout "$W/ts.key" -out "$W/ts.crt" >/dev/null 2>&1
+  ip netns exec fsrv node "$repo/dist/bench/tls-stream.js" server 198.18.0.1 9443 "$W/ts.crt" "$W/ts.key" \
+    >"$W/ts.out" 2>&1 &
+  local sp=$!; pids+=($sp)
+  wait_log "$W/ts.out" listening "the TLS stream server"
+  ip netns exec fcli node "$repo/dist/bench/tls-stream.js" client 198.18.0.1 9443 "$T" >/dev/null 2>&1 || true
+  wait "$sp" 2>/dev/null || true
+  record tls-stream "$(awk '/^Mbit/{print $2}' "$W/ts.out")" -
 }
 
 profile_facade() { # one TLS upload with node --cpu-prof on both ends
@@ -189,6 +234,7 @@ echo "== facade bench: T=${T}s per iperf3 run, $(nproc) cores, $(date -u +%FT%TZ
 netns_up
 if [ "${GC:-}" = only ]; then gc_facade; exit 0; fi
 record plain "$(iperf 198.18.0.1)" "$(rtt 198.18.0.1)"
+measure_tls_stream
 measure_facade tls
 measure_facade plaintext
 measure_facade no-offload
@@ -211,13 +257,17 @@ echo
 [ -f "$W/cpu" ] && { echo "CPU of the facade node processes (pidstat average, % of one core):"; cat "$W/cpu"; echo; }
 python3 - "$results" <<'EOF'
 import sys
-rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
-bw = {r[0]: float(r[1]) for r in rows}
+rows = [(l.split() + ['-'] * 6)[:6] for l in open(sys.argv[1]) if l.strip()]
+bw = {r[0]: float(r[1] or 0) for r in rows}
 def ratio(n, ref):
     return f"{n / bw[ref]:.2f}" if bw.get(ref) else "-"
-print(f"{'system':<20} {'Mbit/s':>8} {'x plain':>8} {'x openvpn':>10} {'rtt ms':>8}")
-for name, mbit, rtt in rows:
-    m = float(mbit)
-    print(f"{name:<20} {m:>8.0f} {ratio(m, 'plain'):>8} {ratio(m, 'openvpn'):>10} {rtt:>8}")
-print("(-R = iperf3 reverse, server->client; rtt is one ping run per system, shared by its -R row)")
+print(f"{'system':<20} {'Mbit/s':>8} {'x plain':>8} {'x tls':>6} {'x openvpn':>10} {'x ocserv':>9} {'rtt ms':>7}"
+      f" {'srv s/GB':>9} {'cli s/GB':>9} {'rtt loaded avg/max':>19}")
+for name, mbit, rtt, srv, cli, loaded in rows:
+    m = float(mbit or 0)
+    print(f"{name:<20} {m:>8.0f} {ratio(m, 'plain'):>8} {ratio(m, 'tls-stream'):>6} {ratio(m, 'openvpn'):>10}"
+          f" {ratio(m, 'ocserv'):>9} {rtt:>7} {srv:>9} {cli:>9} {loaded:>19}")
+print("(-R = iperf3 reverse, server->client; -P4 = four streams; rtt is one ping run per system, shared by its")
+print(" -R row; s/GB = CPU seconds of the facade server/client process per GB moved; rtt loaded = ping -i 0.2")
+print(" through the tunnel during a full-speed upload; tls-stream = one Node TLS stream, the ceiling)")
 EOF
