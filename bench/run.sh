@@ -258,13 +258,18 @@ echo
 python3 - "$results" <<'EOF'
 import sys
 rows = [(l.split() + ['-'] * 6)[:6] for l in open(sys.argv[1]) if l.strip()]
-bw = {r[0]: float(r[1] or 0) for r in rows}
+def num(text):
+    try:
+        return float(text)
+    except ValueError:
+        return 0.0
+bw = {r[0]: num(r[1]) for r in rows}
 def ratio(n, ref):
     return f"{n / bw[ref]:.2f}" if bw.get(ref) else "-"
 print(f"{'system':<20} {'Mbit/s':>8} {'x plain':>8} {'x tls':>6} {'x openvpn':>10} {'x ocserv':>9} {'rtt ms':>7}"
       f" {'srv s/GB':>9} {'cli s/GB':>9} {'rtt loaded avg/max':>19}")
 for name, mbit, rtt, srv, cli, loaded in rows:
-    m = float(mbit or 0)
+    m = num(mbit)
     print(f"{name:<20} {m:>8.0f} {ratio(m, 'plain'):>8} {ratio(m, 'tls-stream'):>6} {ratio(m, 'openvpn'):>10}"
           f" {ratio(m, 'ocserv'):>9} {rtt:>7} {srv:>9} {cli:>9} {loaded:>19}")
 print("(-R = iperf3 reverse, server->client; -P4 = four streams; rtt is one ping run per system, shared by its")
