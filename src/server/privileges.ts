@@ -110,7 +110,7 @@ export async function dropPrivileges(options: DropOptions): Promise<Account> {
     throw facadeError('RUN_AS', [runAs, `switching failed: ${(err as Error).message}`], { cause: err });
   }
   checkRootIsGone(account);
-  checkAccess(options);
+  checkAccess({ ...options, runAs: account.name });
   logger.info(
     { user: account.name, uid: account.uid, gid: account.gid },
     `dropped root: running as ${account.name} (uid ${account.uid}, gid ${account.gid}), no capabilities`,
@@ -221,7 +221,7 @@ function checkAccess(options: DropOptions): void {
     } catch (err) {
       throw facadeError('RUN_AS', [
         options.runAs,
-        `it cannot ${what} ${path} (${(err as NodeJS.ErrnoException).code ?? String(err)}); every directory above it must be searchable by that user (chmod o+x, or move it)`,
+        `it cannot ${what} ${path} (${(err as NodeJS.ErrnoException).code ?? String(err)}); every directory above it must be searchable by that user (chmod o+x, or move it), or choose a user who can reach it with --run-as`,
       ]);
     }
   };
