@@ -9,16 +9,8 @@
 // requests are answered so the session stays up; packets from the server are ignored.
 
 import { connect } from 'node:tls';
-import { decodeControl, encodeControlFrame } from '../../src/protocol/control.js';
-import {
-  connectionBinding,
-  createAuthorization,
-  deriveUserKey,
-  passwordFromText,
-} from '../../src/protocol/credentials.js';
-import { FrameDecoder } from '../../src/protocol/decoder.js';
-import { responseStatus, upgradeRequest } from '../../src/protocol/handshake.js';
-import { findHeadEnd } from '../../src/protocol/http-head.js';
+import { deriveUserKey, passwordFromText } from '../../src/protocol/credentials.js';
+import { speakTunnel } from './tunnel-peer.js';
 
 const [host, port, path, user, password] = process.argv.slice(2) as [string, string, string, string, string];
 
@@ -37,47 +29,18 @@ socket.on('close', () => {
   process.exit(0);
 });
 await new Promise<void>((resolve) => socket.once('secureConnect', () => resolve()));
-socket.write(
-  upgradeRequest({
-    target: path,
-    host: `${host}:${port}`,
-    authorization: createAuthorization(key, connectionBinding(socket)),
-    capabilities: { offload: true },
-  }),
-);
-
-const decoder = new FrameDecoder({
-  onPacket: () => undefined,
-  onControl: (payload) => {
-    const message = decodeControl(payload);
-    if (message.type === 'config') {
-      if (message.offload) decoder.configure({ offload: true });
-      say({ event: 'config', ...message });
-    } else if (message.type === 'echo-request') {
-      socket.write(
-        encodeControlFrame({ type: 'echo-reply', seq: message.seq, timestamp: message.timestamp }),
-      );
-    } else if (message.type === 'disconnect') {
-      say({ event: 'disconnect', reason: message.reason, message: message.message });
-    }
+speakTunnel(
+  socket,
+  { path, host: `${host}:${port}`, key, offload: true },
+  {
+    config: (message) => say({ event: 'config', ...message }),
+    disconnect: (reason, message) => say({ event: 'disconnect', reason, message }),
+    refused: (status) => {
+      say({ event: 'refused', status });
+      process.exit(1);
+    },
   },
-});
-
-let head = Buffer.alloc(0);
-const onHead = (chunk: Buffer): void => {
-  head = Buffer.concat([head, chunk]);
-  const end = findHeadEnd(head);
-  if (end < 0) return;
-  socket.removeListener('data', onHead);
-  const status = responseStatus(head.subarray(0, end));
-  if (status !== 101) {
-    say({ event: 'refused', status });
-    process.exit(1);
-  }
-  socket.on('data', (data: Buffer) => decoder.push(data));
-  if (head.length > end) decoder.push(head.subarray(end));
-};
-socket.on('data', onHead);
+);
 
 let sent = 0;
 let pending = '';

@@ -20,7 +20,7 @@
 import { readFileSync } from 'node:fs';
 import { type Socket, connect as tcpConnect } from 'node:net';
 import { createServer, type TLSSocket, connect as tlsConnect } from 'node:tls';
-import { type ConfigMessage, decodeControl, encodeControlFrame } from '../../src/protocol/control.js';
+import { type ConfigMessage, encodeControlFrame } from '../../src/protocol/control.js';
 import {
   connectionBinding,
   createAuthorization,
@@ -28,9 +28,9 @@ import {
   passwordFromText,
   type UserKey,
 } from '../../src/protocol/credentials.js';
-import { FrameDecoder } from '../../src/protocol/decoder.js';
-import { responseStatus, upgradeRequest } from '../../src/protocol/handshake.js';
+import type { FrameDecoder } from '../../src/protocol/decoder.js';
 import { findHeadEnd } from '../../src/protocol/http-head.js';
+import { speakTunnel } from '../helpers/tunnel-peer.js';
 
 function say(event: Record<string, unknown>): void {
   process.stdout.write(`${JSON.stringify(event)}\n`);
@@ -63,55 +63,21 @@ async function upgrade(
     socket.once('secureConnect', () => resolve());
     socket.once('error', reject);
   });
-  // A fresh credential for this connection, bound to its TLS exporter (credentials.ts, v2).
-  const authorization = createAuthorization(key, connectionBinding(socket));
-  socket.write(
-    upgradeRequest({ target: path, host: `${host}:${port}`, authorization, capabilities: { offload } }),
-  );
   let gotConfig: (config: ConfigMessage) => void = () => undefined;
   const config = new Promise<ConfigMessage>((resolve) => {
     gotConfig = resolve;
   });
-  const decoder = new FrameDecoder({
-    onPacket: () => undefined,
-    onControl: (payload) => {
-      const message = decodeControl(payload);
-      if (message.type === 'config') {
-        if (message.offload) decoder.configure({ offload: true });
-        gotConfig(message);
-      } else if (message.type === 'echo-request') {
-        if (socket.writable)
-          socket.write(
-            encodeControlFrame({ type: 'echo-reply', seq: message.seq, timestamp: message.timestamp }),
-          );
-      } else if (message.type === 'disconnect') {
-        say({ event: 'disconnect', reason: message.reason, message: message.message });
-      }
+  // A fresh credential for this connection, bound to its TLS exporter (credentials.ts, v2).
+  const { decoder, authorization } = speakTunnel(
+    socket,
+    { path, host: `${host}:${port}`, key, offload },
+    {
+      config: gotConfig,
+      disconnect: (reason, message) => say({ event: 'disconnect', reason, message }),
+      refused: (status) => say({ event: 'refused', status }),
+      decodeError: (err) => say({ event: 'decode-error', message: String(err) }),
     },
-  });
-  let head = Buffer.alloc(0);
-  const onHead = (chunk: Buffer): void => {
-    head = Buffer.concat([head, chunk]);
-    const end = findHeadEnd(head);
-    if (end < 0) return;
-    socket.removeListener('data', onHead);
-    const status = responseStatus(head.subarray(0, end));
-    if (status !== 101) {
-      say({ event: 'refused', status });
-      socket.destroy();
-      return;
-    }
-    socket.on('data', (data: Buffer) => {
-      try {
-        decoder.push(data);
-      } catch (err) {
-        say({ event: 'decode-error', message: String(err) });
-        socket.destroy();
-      }
-    });
-    if (head.length > end) decoder.push(head.subarray(end));
-  };
-  socket.on('data', onHead);
+  );
   return { raw, socket, decoder, config, closed, authorization };
 }
 
