@@ -129,3 +129,33 @@ export function field(line: string, name: string): unknown {
     return undefined;
   }
 }
+
+/**
+ * `facade user add NAME --users FILE --tunnel-path PATH` through the real CLI inside `ns`, the password on
+ * stdin; rejects with what the command said when it fails.
+ */
+export async function addUser(
+  ns: Netns,
+  options: { users: string; tunnelPath: string; name: string; password: string },
+): Promise<void> {
+  const child = ns.spawn(process.execPath, [
+    CLI,
+    'user',
+    'add',
+    options.name,
+    '--users',
+    options.users,
+    '--tunnel-path',
+    options.tunnelPath,
+  ]);
+  let said = '';
+  child.stdout?.on('data', (d: Buffer) => {
+    said += d.toString();
+  });
+  child.stderr?.on('data', (d: Buffer) => {
+    said += d.toString();
+  });
+  child.stdin?.end(`${options.password}\n`);
+  const code = await new Promise((resolve) => child.once('exit', resolve));
+  if (code !== 0) throw new Error(`facade user add ${options.name} exited ${String(code)}: ${said}`);
+}

@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import { Pebble, pebbleSkipReason } from '../helpers/acme-pebble.js';
-import { CLI, type FacadeProcess, field, startFacade } from '../helpers/facade.js';
+import { addUser, type FacadeProcess, field, startFacade } from '../helpers/facade.js';
 import { createVethPair, Netns, netnsSkipReason, uniqueName } from '../helpers/netns.js';
 
 const skipReason = netnsSkipReason() ?? pebbleSkipReason();
@@ -186,18 +186,12 @@ describe('facade server with an ACME certificate from pebble, a client verifying
     await pebble.fetchRoot(rootPath);
 
     await writeFile(join(dir, 'alice.pw'), 'pw-of-alice\n');
-    const add = ns.s.spawn(process.execPath, [
-      CLI,
-      'user',
-      'add',
-      'alice',
-      '--users',
-      join(dir, 'users.json'),
-      '--tunnel-path',
-      TUNNEL_PATH,
-    ]);
-    add.stdin?.end('pw-of-alice\n');
-    assert.equal(await new Promise((resolve) => add.once('exit', resolve)), 0);
+    await addUser(ns.s, {
+      users: join(dir, 'users.json'),
+      tunnelPath: TUNNEL_PATH,
+      name: 'alice',
+      password: 'pw-of-alice',
+    });
   });
 
   after(async () => {

@@ -17,7 +17,7 @@ import { chmod, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { CLI, type FacadeProcess, field, startFacade } from '../helpers/facade.js';
+import { addUser, type FacadeProcess, field, startFacade } from '../helpers/facade.js';
 import { createVethPair, Netns, uniqueName } from '../helpers/netns.js';
 
 export const PEER = fileURLToPath(new URL('./faults-peer.js', import.meta.url));
@@ -182,23 +182,13 @@ export class Rig {
   }
 
   async addUser(user: string): Promise<void> {
-    const add = this.ns.s.spawn(process.execPath, [
-      CLI,
-      'user',
-      'add',
-      user,
-      '--users',
-      join(this.dir, 'users.json'),
-      // Credentials v2 derive the user's key from the tunnel path (the realm).
-      '--tunnel-path',
-      PATH,
-    ]);
-    let said = '';
-    add.stderr?.on('data', (d: Buffer) => (said += d.toString()));
-    add.stdout?.on('data', (d: Buffer) => (said += d.toString()));
-    add.stdin?.end(`pw-of-${user}\n`);
-    const code = await new Promise((resolve) => add.once('exit', resolve));
-    assert.equal(code, 0, `facade user add ${user}: ${said}`);
+    // Credentials v2 derive the user's key from the tunnel path (the realm).
+    await addUser(this.ns.s, {
+      users: join(this.dir, 'users.json'),
+      tunnelPath: PATH,
+      name: user,
+      password: `pw-of-${user}`,
+    });
   }
 
   startServer(): FacadeProcess {

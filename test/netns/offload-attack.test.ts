@@ -21,7 +21,7 @@ import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { addressBytes, internetChecksum, setIpv4HeaderChecksum } from '../../src/net/packet.js';
 import { encodeOffloadFrame, GsoType, OffloadFlag, type OffloadHeader } from '../../src/protocol/frame.js';
-import { CLI, type FacadeProcess, startFacade, waitForStatus } from '../helpers/facade.js';
+import { addUser, type FacadeProcess, startFacade, waitForStatus } from '../helpers/facade.js';
 import { createVethPair, Netns, netnsSkipReason } from '../helpers/netns.js';
 
 const HOSTILE = fileURLToPath(new URL('../helpers/hostile-client.js', import.meta.url));
@@ -235,18 +235,12 @@ describe('offload metadata from a hostile client', { skip: skip ?? false }, () =
     await ns.s.exec('ping', ['-6', '-c', '1', '-W', '2', E6], { check: true });
 
     await writeFile(join(dir, 'mallory.pw'), 'pw-of-mallory\n');
-    const add = ns.s.spawn(process.execPath, [
-      CLI,
-      'user',
-      'add',
-      'mallory',
-      '--users',
-      join(dir, 'users.json'),
-      '--tunnel-path',
-      PATH,
-    ]);
-    add.stdin?.end('pw-of-mallory\n');
-    assert.equal(await new Promise((resolve) => add.once('exit', resolve)), 0);
+    await addUser(ns.s, {
+      users: join(dir, 'users.json'),
+      tunnelPath: PATH,
+      name: 'mallory',
+      password: 'pw-of-mallory',
+    });
     server = startFacade(ns.s, [
       'server',
       '--listen',

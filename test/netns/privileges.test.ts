@@ -16,7 +16,13 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { lookupAccount } from '../../src/server/privileges.js';
 import { readStatusFile } from '../../src/server/status.js';
-import { CLI, type FacadeProcess, field, startFacade, waitForStatus } from '../helpers/facade.js';
+import {
+  addUser as addUserWithCli,
+  type FacadeProcess,
+  field,
+  startFacade,
+  waitForStatus,
+} from '../helpers/facade.js';
 import { createVethPair, Netns, netnsSkipReason, uniqueName } from '../helpers/netns.js';
 
 const skip = netnsSkipReason();
@@ -71,22 +77,12 @@ describe('the server drops root after start-up', { skip: skip ?? false }, () => 
 
   const addUser = async (user: string): Promise<void> => {
     await writeFile(join(dir, `${user}.pw`), `pw-of-${user}\n`);
-    const child = (ns as { s: Netns }).s.spawn(process.execPath, [
-      CLI,
-      'user',
-      'add',
-      user,
-      '--users',
-      usersPath(),
-      '--tunnel-path',
-      PATH,
-    ]);
-    let out = '';
-    child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
-    child.stdin?.end(`pw-of-${user}\n`);
-    const code = await new Promise((resolve) => child.once('exit', resolve));
-    assert.equal(code, 0, `facade user add ${user} failed:\n${out}`);
+    await addUserWithCli((ns as { s: Netns }).s, {
+      users: usersPath(),
+      tunnelPath: PATH,
+      name: user,
+      password: `pw-of-${user}`,
+    });
   };
 
   const serverArgs = (tun: string, more: string[] = []): string[] => [

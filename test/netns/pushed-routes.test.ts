@@ -10,7 +10,7 @@ import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { CLI, type FacadeProcess, field, startFacade } from '../helpers/facade.js';
+import { addUser, type FacadeProcess, field, startFacade } from '../helpers/facade.js';
 import { createVethPair, Netns, netnsSkipReason, uniqueName } from '../helpers/netns.js';
 
 const skip = netnsSkipReason();
@@ -38,18 +38,12 @@ describe('routes and DNS a server pushes to a client without --full-tunnel', { s
     c = await Netns.create('prc');
     await createVethPair(s, c, { addrA: `${LINK}.1/24`, addrB: `${LINK}.2/24` });
     await writeFile(join(dir, 'pw'), 'pw-of-alice\n');
-    const add = s.spawn(process.execPath, [
-      CLI,
-      'user',
-      'add',
-      'alice',
-      '--users',
-      join(dir, 'users.json'),
-      '--tunnel-path',
-      PATH,
-    ]);
-    add.stdin?.end('pw-of-alice\n');
-    assert.equal(await new Promise((resolve) => add.once('exit', resolve)), 0);
+    await addUser(s, {
+      users: join(dir, 'users.json'),
+      tunnelPath: PATH,
+      name: 'alice',
+      password: 'pw-of-alice',
+    });
     server = startFacade(s, [
       'server',
       '--listen',

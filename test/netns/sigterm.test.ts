@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { CLI, type FacadeProcess, startFacade } from '../helpers/facade.js';
+import { addUser, type FacadeProcess, startFacade } from '../helpers/facade.js';
 import { Netns, netnsSkipReason, uniqueName } from '../helpers/netns.js';
 
 const skip = netnsSkipReason();
@@ -27,18 +27,12 @@ describe('SIGTERM with 1,000 stalled connections open', { skip: skip ?? false },
     await chmod(dir, 0o755);
     ns = await Netns.create('st');
     for (let i = 1; i <= 20; i++) await ns.ip(['addr', 'add', `127.0.1.${i}/8`, 'dev', 'lo']);
-    const add = ns.spawn(process.execPath, [
-      CLI,
-      'user',
-      'add',
-      'alice',
-      '--users',
-      join(dir, 'users.json'),
-      '--tunnel-path',
-      '/sigterm',
-    ]);
-    add.stdin?.end('pw-of-alice\n');
-    assert.equal(await new Promise((resolve) => add.once('exit', resolve)), 0);
+    await addUser(ns, {
+      users: join(dir, 'users.json'),
+      tunnelPath: '/sigterm',
+      name: 'alice',
+      password: 'pw-of-alice',
+    });
     server = startFacade(ns, [
       'server',
       '--listen',

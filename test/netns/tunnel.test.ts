@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { CLI, type FacadeProcess, field, startFacade, waitForStatus } from '../helpers/facade.js';
+import { addUser, CLI, type FacadeProcess, field, startFacade, waitForStatus } from '../helpers/facade.js';
 import { createVethPair, Netns, netnsSkipReason, uniqueName } from '../helpers/netns.js';
 
 const skip = netnsSkipReason();
@@ -88,19 +88,12 @@ describe('tunnel between a facade server and two clients', { skip: skip ?? false
     await ns.s.exec('sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
     for (const user of ['alice', 'bob', 'carol']) await writeFile(join(dir, `${user}.pw`), `pw-of-${user}\n`);
     for (const user of ['alice', 'bob', 'carol']) {
-      const child = ns.s.spawn(process.execPath, [
-        fileURLToPath(new URL('../../src/cli.js', import.meta.url)),
-        'user',
-        'add',
-        user,
-        '--users',
-        join(dir, 'users.json'),
-        '--tunnel-path',
-        PATH,
-      ]);
-      child.stdin?.end(`pw-of-${user}\n`);
-      const code = await new Promise((resolve) => child.once('exit', resolve));
-      assert.equal(code, 0);
+      await addUser(ns.s, {
+        users: join(dir, 'users.json'),
+        tunnelPath: PATH,
+        name: user,
+        password: `pw-of-${user}`,
+      });
     }
     server = startFacade(ns.s, serverArgs());
     const selfSigned = await server.waitFor(/self-signed certificate/);
