@@ -28,12 +28,17 @@ import {
   FrameType,
   GsoType,
   OffloadFlag,
-  type OffloadHeader,
 } from '../../src/protocol/frame.js';
 import { upgradeRequest } from '../../src/protocol/handshake.js';
 import { startFacade } from '../helpers/facade.js';
 import { netnsSkipReason, uniqueName } from '../helpers/netns.js';
-import { icmpEchoRequest4, udp6 as plainUdp6 } from '../helpers/packets.js';
+import {
+  icmpEchoRequest4,
+  offloadHeader,
+  udp6 as plainUdp6,
+  pseudoSeed,
+  tuneChecksumTo,
+} from '../helpers/packets.js';
 import { makeTestCertificate } from '../helpers/tls-fixture.js';
 import {
   HTTP_PORT,
@@ -87,41 +92,12 @@ function echoRequests(n: number): Buffer {
   return Buffer.concat(frames);
 }
 
-function offloadHeader(fields: Partial<OffloadHeader>): OffloadHeader {
-  return { flags: 0, gsoType: 0, hdrLen: 0, gsoSize: 0, csumStart: 0, csumOffset: 0, ...fields };
-}
-
-/** The folded pseudo-header sum a kernel leaves in the checksum field of a CHECKSUM_PARTIAL packet. */
-function pseudoSeed(packet: Buffer, transport: number, protocol: number): number {
-  const v6 = packet[0]! >> 4 === 6;
-  const pseudo = Buffer.alloc(v6 ? 40 : 12);
-  const l4Length = packet.length - transport;
-  if (v6) {
-    packet.copy(pseudo, 0, 8, 40);
-    pseudo.writeUInt32BE(l4Length, 32);
-    pseudo[39] = protocol;
-  } else {
-    packet.copy(pseudo, 0, 12, 20);
-    pseudo[9] = protocol;
-    pseudo.writeUInt16BE(l4Length, 10);
-  }
-  return ~internetChecksum(pseudo, 0, pseudo.length) & 0xffff;
-}
-
-function onesAdd(a: number, b: number): number {
-  const sum = a + b;
-  return (sum & 0xffff) + (sum >>> 16);
-}
-
 /** offload-attack.test.ts's first attack: a checksum the kernel would finish over the source's last group. */
 function sourceRewrite(client6: string, server6: string, to6: string): Buffer {
   const packet = plainUdp6(client6, to6, Buffer.alloc(40));
   packet.writeUInt16BE(pseudoSeed(packet, 40, 17), 46);
   const target = addressBytes(server6).readUInt16BE(14);
-  const tune = 48;
-  packet.writeUInt16BE(0, tune);
-  const stored0 = internetChecksum(packet, 20, packet.length - 20);
-  packet.writeUInt16BE(onesAdd(~target & 0xffff, stored0), tune);
+  tuneChecksumTo(packet, 48, target);
   assert.equal(internetChecksum(packet, 20, packet.length - 20), target);
   return encodeOffloadFrame(
     offloadHeader({ flags: OffloadFlag.NEEDS_CSUM, csumStart: 20, csumOffset: 2 }),

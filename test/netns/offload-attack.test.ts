@@ -23,6 +23,7 @@ import { addressBytes, internetChecksum, setIpv4HeaderChecksum } from '../../src
 import { encodeOffloadFrame, GsoType, OffloadFlag, type OffloadHeader } from '../../src/protocol/frame.js';
 import { addUser, type FacadeProcess, startFacade, waitForStatus } from '../helpers/facade.js';
 import { createVethPair, Netns, netnsSkipReason } from '../helpers/netns.js';
+import { offloadHeader, pseudoSeed, tuneChecksumTo } from '../helpers/packets.js';
 
 const HOSTILE = fileURLToPath(new URL('../helpers/hostile-client.js', import.meta.url));
 
@@ -59,30 +60,6 @@ const MTU = 1400;
 
 const NEEDS_CSUM = OffloadFlag.NEEDS_CSUM;
 
-/** One's-complement 16-bit add. */
-function onesAdd(a: number, b: number): number {
-  const sum = a + b;
-  return (sum & 0xffff) + (sum >>> 16);
-}
-
-/** The folded pseudo-header sum a kernel leaves in the checksum field of a CHECKSUM_PARTIAL packet. */
-function pseudoSeed(packet: Buffer, transport: number, protocol: number): number {
-  const v6 = packet[0]! >> 4 === 6;
-  const pseudo = Buffer.alloc(v6 ? 40 : 12);
-  const l4Length = packet.length - transport;
-  if (v6) {
-    packet.copy(pseudo, 0, 8, 40);
-    pseudo.writeUInt32BE(l4Length, 32);
-    pseudo[39] = protocol;
-  } else {
-    packet.copy(pseudo, 0, 12, 20);
-    pseudo[9] = protocol;
-    pseudo.writeUInt16BE(l4Length, 10);
-  }
-  return ~internetChecksum(pseudo, 0, pseudo.length) & 0xffff;
-}
-
-/** IPv4 TCP (ACK) to E, `payload` bytes, checksum field holding the pseudo-header seed. */
 function tcp4(source: string, dport: number, payload: number): Buffer {
   const packet = Buffer.alloc(40 + payload);
   packet[0] = 0x45;
@@ -122,10 +99,6 @@ function udp6(source: string, dport: number, payload: number): Buffer {
   return packet;
 }
 
-function header(fields: Partial<OffloadHeader>): OffloadHeader {
-  return { flags: 0, gsoType: 0, hdrLen: 0, gsoSize: 0, csumStart: 0, csumOffset: 0, ...fields };
-}
-
 /**
  * The finding's first attack: an IPv6 packet from the client's own address whose "checksum", finished by
  * the kernel at csum_start 20 + csum_offset 2 (bytes 22-23: the source address's last group), comes out
@@ -134,14 +107,10 @@ function header(fields: Partial<OffloadHeader>): OffloadHeader {
 function sourceRewrite(client6: string, server6: string): { packet: Buffer; offload: OffloadHeader } {
   const packet = udp6(client6, 7100, 32);
   const target = addressBytes(server6).readUInt16BE(14);
-  const tune = 48;
-  packet.writeUInt16BE(0, tune);
-  // What the kernel stores is ~fold(sum of [20, end)); make fold(sum) = ~target.
-  const stored0 = internetChecksum(packet, 20, packet.length - 20);
-  packet.writeUInt16BE(onesAdd(~target & 0xffff, stored0), tune);
+  tuneChecksumTo(packet, 48, target);
   const stored = internetChecksum(packet, 20, packet.length - 20);
   assert.equal(stored, target, 'the tuned payload makes the kernel write the server address');
-  return { packet, offload: header({ flags: NEEDS_CSUM, csumStart: 20, csumOffset: 2 }) };
+  return { packet, offload: offloadHeader({ flags: NEEDS_CSUM, csumStart: 20, csumOffset: 2 }) };
 }
 
 describe('offload metadata from a hostile client', { skip: skip ?? false }, () => {
@@ -301,7 +270,7 @@ describe('offload metadata from a hostile client', { skip: skip ?? false }, () =
     // A well-formed UDP checksum offload from the same client, after it: it must arrive (the check is not
     // over-eager), and once it has, the attack frame had its chance to arrive too.
     const good = udp6(client6, 7101, 32);
-    await send(encodeOffloadFrame(header({ flags: NEEDS_CSUM, csumStart: 40, csumOffset: 6 }), good));
+    await send(encodeOffloadFrame(offloadHeader({ flags: NEEDS_CSUM, csumStart: 40, csumOffset: 6 }), good));
     let seen: Record<string, number> = {};
     for (let i = 0; i < 100 && (seen.good6 ?? 0) < 1; i++) {
       seen = await counters();
@@ -322,7 +291,7 @@ describe('offload metadata from a hostile client', { skip: skip ?? false }, () =
     // 60,040 bytes: 40 of headers and 60,000 of payload, one segment per byte.
     const attack = tcp4(client4, 7001, 60_000);
     assert.equal(attack.length, 60_040);
-    const gso1 = header({
+    const gso1 = offloadHeader({
       flags: NEEDS_CSUM,
       gsoType: GsoType.TCPV4,
       hdrLen: 40,
