@@ -19,6 +19,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { addUser, type FacadeProcess, field, startFacade } from '../helpers/facade.js';
 import { createVethPair, Netns, uniqueName } from '../helpers/netns.js';
+import type { RawResult } from './faults-peer.js';
 
 export const PEER = fileURLToPath(new URL('./faults-peer.js', import.meta.url));
 export const PORT = 8443;
@@ -351,16 +352,6 @@ export class Rig {
     assert.ok(line, `faults-peer raw said nothing: ${out.stdout}${out.stderr}`);
     return (JSON.parse(line) as { results: RawResult[] }).results;
   }
-}
-
-export interface RawResult {
-  closed: boolean;
-  closedAfterMs: number | null;
-  bytes: number;
-  firstLine: string;
-  error?: string;
-  cipher?: string;
-  protocol?: string | null;
 }
 
 export class Peer {

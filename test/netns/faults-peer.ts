@@ -189,7 +189,8 @@ interface RawOptions {
   readonly maxVersion?: 'TLSv1' | 'TLSv1.1' | 'TLSv1.2' | 'TLSv1.3';
 }
 
-interface RawResult {
+/** What `raw` mode reports for each connection (faults-fixture.ts reads it back). */
+export interface RawResult {
   closed: boolean;
   closedAfterMs: number | null;
   bytes: number;
