@@ -21,31 +21,11 @@ TUN_ADDR=198.19.128.1
 PORT=8443
 IPERF_PORT=5299
 
-peers_dir=""
-for d in "$repo/../shared/bench-peers" /work/shared/bench-peers; do
-  if [ -x "$d/peers.sh" ] || [ -f "$d/peers.sh" ]; then peers_dir=$(cd "$d" && pwd); break; fi
-done
+# Its namespaces are always fsrv/fcli: peers.sh measures in the same ones.
+NS=f
+# shellcheck source=bench/lib.sh
+. "$repo/bench/lib.sh"
 
-netns_down() { ip netns del fsrv 2>/dev/null || true; ip netns del fcli 2>/dev/null || true; }
-# Same names and addresses as shared/bench-peers/netns.sh, so the figures are comparable.
-netns_up() {
-  if [ -n "$peers_dir" ] && [ -f "$peers_dir/netns.sh" ]; then bash "$peers_dir/netns.sh" up; return; fi
-  netns_down
-  ip netns add fsrv; ip netns add fcli
-  ip link add vsrv type veth peer name vcli
-  ip link set vsrv netns fsrv; ip link set vcli netns fcli
-  ip -n fsrv addr add 198.18.0.1/24 dev vsrv; ip -n fcli addr add 198.18.0.2/24 dev vcli
-  for n in fsrv fcli; do ip -n $n link set lo up; done
-  ip -n fsrv link set vsrv up; ip -n fcli link set vcli up
-}
-
-pids=()
-stop_all() {
-  local p
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  pids=()
-}
 cleanup() {
   local rc=$?
   stop_all
