@@ -366,6 +366,8 @@ export class Peer {
     args: readonly string[],
   ) {
     this.child = ns.spawn(process.execPath, [PEER, ...args]);
+    // A peer exits when its socket closes; a command written after that is moot, not an error (EPIPE).
+    this.child.stdin?.on('error', () => undefined);
     rig.peers.add(this);
     this.exited = new Promise((resolve) => this.child.once('exit', (code) => resolve(code)));
     let partial = '';
