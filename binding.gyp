@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "facade_tun",
-      "sources": ["src/native/tun.cc"],
+      "sources": ["src/native/tun.cc", "src/native/steering.cc"],
       "include_dirs": ["<!@(node -p \"require('node-addon-api').include\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS"],
       "cflags!": ["-fno-exceptions"],

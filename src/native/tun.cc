@@ -10,6 +10,8 @@
 #include <napi.h>
 #include <uv.h>
 
+#include "common.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/if.h>
@@ -20,6 +22,7 @@
 
 #include <string>
 
+namespace facade {
 namespace {
 
 // Size of struct virtio_net_hdr (without num_buffers), which IFF_VNET_HDR puts before every packet.
@@ -39,8 +42,8 @@ const char* ErrnoName(int err) {
   }
 }
 
-// A JS Error carrying errno name and syscall, the shape Node's own system errors have, so the
-// TypeScript side can turn it into a coded FacadeError.
+}  // namespace
+
 Napi::Error SystemError(Napi::Env env, int err, const char* syscall) {
   std::string message = std::string(syscall) + ": " + strerror(err);
   Napi::Error error = Napi::Error::New(env, message);
@@ -66,6 +69,8 @@ bool ArgFd(const Napi::CallbackInfo& info, size_t i, int* fd) {
   }
   return true;
 }
+
+namespace {
 
 // open(name: string, flags: {multiQueue?, vnetHdr?}) -> {fd, name}
 Napi::Value Open(const Napi::CallbackInfo& info) {
@@ -409,9 +414,17 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("writePackets", Napi::Function::New(env, WritePackets, "writePackets"));
   exports.Set("Reader", Reader::Init(env));
   exports.Set("VNET_HDR_SIZE", Napi::Number::New(env, kVnetHdrSize));
+  InitSteering(env, exports);
   return exports;
 }
 
 }  // namespace
+}  // namespace facade
 
-NODE_API_MODULE(facade_tun, Init)
+namespace {
+Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
+  return facade::Init(env, exports);
+}
+}  // namespace
+
+NODE_API_MODULE(facade_tun, InitModule)

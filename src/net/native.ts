@@ -45,6 +45,17 @@ export interface NativeTun {
   Reader: NativeReaderConstructor;
   /** Bytes of the virtio_net_hdr that IFF_VNET_HDR puts before each packet. */
   VNET_HDR_SIZE: number;
+  /**
+   * Queue steering (src/native/steering.cc): creates a BPF map (16-byte address → queue), loads the
+   * program that looks packets up in it, attaches it to the device behind `tunFd`; returns the map's fd.
+   * Needs CAP_BPF and CAP_NET_ADMIN; a refused program's error carries `verifierLog`.
+   */
+  steeringAttach(tunFd: number, maxEntries: number): number;
+  steeringSet(mapFd: number, key: Uint8Array, queue: number): void;
+  /** Whether the key was there. */
+  steeringDelete(mapFd: number, key: Uint8Array): boolean;
+  /** The queue for a key, or -1. */
+  steeringLookup(mapFd: number, key: Uint8Array): number;
 }
 
 const ADDON_PATH = '../../../build/Release/facade_tun.node';

@@ -80,7 +80,7 @@ export interface TunLike {
 }
 
 /** Turns the addon's errno into the sentence a user needs. */
-function openHint(err: NativeSystemError): string {
+export function openHint(err: NativeSystemError): string {
   switch (err.errno) {
     case 'EPERM':
     case 'EACCES':
@@ -220,6 +220,24 @@ export class TunDevice implements TunLike {
       native.close(opened.fd);
       throw err;
     }
+  }
+
+  /**
+   * Wraps a TUN queue fd opened by another process (a worker's queue, inherited from the primary: see
+   * tun-queues.ts). `name` and `vnetHdr` must be what the fd was opened with; closing it closes only this
+   * process's copy.
+   */
+  static fromFd(
+    fd: number,
+    options: { name: string; vnetHdr: boolean } & Pick<TunOpenOptions, 'headroom' | 'batchBytes' | 'batchPackets'>,
+  ): TunDevice {
+    return new TunDevice(fd, options.name, {
+      multiQueue: true,
+      vnetHdr: options.vnetHdr,
+      headroom: options.headroom ?? 0,
+      batchBytes: options.batchBytes ?? TUN_BATCH_BYTES,
+      batchPackets: options.batchPackets ?? TUN_BATCH_PACKETS,
+    });
   }
 
   /** Sets the one batch handler and starts reading (unless paused). A second call replaces the handler. */
