@@ -19,8 +19,8 @@
 
 import { isIPv4 } from 'node:net';
 import { facadeError } from '../core/errors.js';
-import { addressBytes } from './packet.js';
 import { isNativeSystemError, nativeTun } from './native.js';
+import { addressBytes } from './packet.js';
 import { openHint } from './tun.js';
 
 export interface TunQueuesOptions {

@@ -229,7 +229,10 @@ export class TunDevice implements TunLike {
    */
   static fromFd(
     fd: number,
-    options: { name: string; vnetHdr: boolean } & Pick<TunOpenOptions, 'headroom' | 'batchBytes' | 'batchPackets'>,
+    options: { name: string; vnetHdr: boolean } & Pick<
+      TunOpenOptions,
+      'headroom' | 'batchBytes' | 'batchPackets'
+    >,
   ): TunDevice {
     return new TunDevice(fd, options.name, {
       multiQueue: true,
