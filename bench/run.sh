@@ -5,6 +5,7 @@
 # Env: T=seconds per iperf3 run (default 6); SKIP_PEERS=1 to skip OpenVPN/ocserv; PROFILE=DIR to also take a
 # node --cpu-prof of server and client during one extra TLS upload + download (profiles land in DIR);
 # CPU=1 to sample per-process CPU (pidstat) of the facade node processes during each iperf3 run;
+# CLIENTS=N clients (default 4) for the facade-Ncli-w1 and -w2 rows (--workers 1 and 2);
 # GC=1 (GC=only: nothing else) to run one more TLS upload and download with node --trace-gc on both ends and count the collections
 # by kind (Scavenge, Mark-Compact, ...): the garbage the data path makes, per direction.
 set -euo pipefail
@@ -110,7 +111,7 @@ facade_up() { # $1 = tls|plaintext|no-offload (TLS without GSO offload); sets sp
   if [ "$mode" = no-offload ]; then flags=--no-offload; fi
   ip netns exec fsrv node "$cli" server --listen 198.18.0.1:$PORT --http-listen 127.0.0.1:8080 --pool $POOL \
     --users "$W/users.json" --tunnel-path /bench --state-dir "$W/state" --tun fsrv0 --log-level info $flags \
-    >"$W/server.log" 2>&1 &
+    --workers 1 >"$W/server.log" 2>&1 &
   spid=$!; pids+=($spid)
   for _ in $(seq 100); do ip netns exec fsrv ss -ltn | grep -q "198.18.0.1:$PORT " && break; sleep 0.1; done
   if [ "$mode" != plaintext ]; then
@@ -160,7 +161,7 @@ profile_facade() { # one TLS upload with node --cpu-prof on both ends
   rm -rf "$W/state"; mkdir -p "$W/state"
   ip netns exec fsrv node --cpu-prof --cpu-prof-dir="$dir/server" "$cli" server \
     --listen 198.18.0.1:$PORT --http-listen 127.0.0.1:8080 --pool $POOL --users "$W/users.json" \
-    --tunnel-path /bench --state-dir "$W/state" --tun fsrv0 --log-level info >"$W/server.log" 2>&1 &
+    --tunnel-path /bench --state-dir "$W/state" --tun fsrv0 --log-level info --workers 1 >"$W/server.log" 2>&1 &
   spid=$!; pids+=($spid)
   for _ in $(seq 100); do ip netns exec fsrv ss -ltn | grep -q "198.18.0.1:$PORT " && break; sleep 0.1; done
   local fp; fp=$(openssl x509 -in "$W/state/self-signed.crt.pem" -outform der | sha256sum | cut -d' ' -f1)
@@ -182,7 +183,7 @@ gc_facade() { # one TLS upload and one download with --trace-gc on both ends; co
   rm -rf "$W/state"; mkdir -p "$W/state"
   ip netns exec fsrv node --trace-gc "$cli" server \
     --listen 198.18.0.1:$PORT --http-listen 127.0.0.1:8080 --pool $POOL --users "$W/users.json" \
-    --tunnel-path /bench --state-dir "$W/state" --tun fsrv0 --log-level warn >"$W/gc-server.log" 2>&1 &
+    --tunnel-path /bench --state-dir "$W/state" --tun fsrv0 --log-level warn --workers 1 >"$W/gc-server.log" 2>&1 &
   spid=$!; pids+=($spid)
   for _ in $(seq 100); do ip netns exec fsrv ss -ltn | grep -q "198.18.0.1:$PORT " && break; sleep 0.1; done
   local fp; fp=$(openssl x509 -in "$W/state/self-signed.crt.pem" -outform der | sha256sum | cut -d' ' -f1)
@@ -210,6 +211,54 @@ gc_facade() { # one TLS upload and one download with --trace-gc on both ends; co
   stop_all
 }
 
+# Several clients at once against --workers $1: CLIENTS clients, each in its own namespace fwK with a veth to
+# fsrv, each uploading with its own iperf3 at the same time; the row is the sum. Their CPU is the machine's
+# too: on a small machine the clients take cores the workers would use.
+CLIENTS=${CLIENTS:-4}
+measure_workers() { # $1 = workers
+  local w=$1 k fp total=0 out
+  rm -rf "$W/state"; mkdir -p "$W/state"
+  for k in $(seq "$CLIENTS"); do
+    ip netns del "fw$k" 2>/dev/null || true
+    ip netns add "fw$k"
+    ip link add "vw${k}s" type veth peer name "vw${k}c"
+    ip link set "vw${k}s" netns fsrv; ip link set "vw${k}c" netns "fw$k"
+    ip -n fsrv addr add "198.18.$((10 + k)).1/24" dev "vw${k}s"; ip -n "fw$k" addr add "198.18.$((10 + k)).2/24" dev "vw${k}c"
+    ip -n fsrv link set "vw${k}s" up; ip -n "fw$k" link set "vw${k}c" up; ip -n "fw$k" link set lo up
+    echo secretpw | node "$cli" user add "bench$k" --users "$W/users.json" --tunnel-path /bench >/dev/null 2>&1 || true
+  done
+  ip netns exec fsrv node "$cli" server --listen 0.0.0.0:$PORT --http-listen 127.0.0.1:8080 --pool $POOL \
+    --users "$W/users.json" --tunnel-path /bench --state-dir "$W/state" --tun fsrv0 --log-level info \
+    --workers "$w" >"$W/server-w.log" 2>&1 &
+  spid=$!; pids+=($spid)
+  wait_log "$W/server-w.log" "facade server ready" "facade server --workers $w"
+  fp=$(openssl x509 -in "$W/state/self-signed.crt.pem" -outform der | sha256sum | cut -d' ' -f1)
+  for k in $(seq "$CLIENTS"); do
+    ip netns exec "fw$k" node "$cli" client "https://198.18.$((10 + k)).1:$PORT/bench" --user "bench$k" \
+      --password-file "$W/pw" --pin "sha256:$fp" --tun "fbw$k" --log-level info >"$W/client-w$k.log" 2>&1 &
+    pids+=($!)
+    wait_log "$W/client-w$k.log" "connected:" "facade client $k (--workers $w)"
+  done
+  for k in $(seq "$CLIENTS"); do
+    ip netns exec fsrv iperf3 -s -1 -p $((IPERF_PORT + k)) >/dev/null 2>&1 &
+    pids+=($!)
+  done
+  sleep 0.5
+  local ipids=()
+  for k in $(seq "$CLIENTS"); do
+    ip netns exec "fw$k" iperf3 -c $TUN_ADDR -t "$T" -p $((IPERF_PORT + k)) -J >"$W/iperf-w$k.json" 2>/dev/null &
+    ipids+=($!)
+  done
+  wait "${ipids[@]}" 2>/dev/null || true
+  for k in $(seq "$CLIENTS"); do
+    out=$(python3 -c 'import json,sys;print(round(json.load(open(sys.argv[1]))["end"]["sum_received"]["bits_per_second"]/1e6))' "$W/iperf-w$k.json" 2>/dev/null || echo 0)
+    total=$((total + out))
+  done
+  record "facade-${CLIENTS}cli-w$w" "$total" "-"
+  stop_all
+  for k in $(seq "$CLIENTS"); do ip netns del "fw$k" 2>/dev/null || true; done
+}
+
 echo "== facade bench: T=${T}s per iperf3 run, $(nproc) cores, $(date -u +%FT%TZ)"
 netns_up
 if [ "${GC:-}" = only ]; then gc_facade; exit 0; fi
@@ -218,6 +267,8 @@ measure_tls_stream
 measure_facade tls
 measure_facade plaintext
 measure_facade no-offload
+measure_workers 1
+measure_workers 2
 if [ -n "${PROFILE:-}" ]; then profile_facade "$PROFILE"; fi
 if [ -n "${GC:-}" ]; then gc_facade; fi
 netns_down
@@ -254,5 +305,6 @@ for name, mbit, rtt, srv, cli, loaded in rows:
           f" {ratio(m, 'ocserv'):>9} {rtt:>7} {srv:>9} {cli:>9} {loaded:>19}")
 print("(-R = iperf3 reverse, server->client; -P4 = four streams; rtt is one ping run per system, shared by its")
 print(" -R row; s/GB = CPU seconds of the facade server/client process per GB moved; rtt loaded = ping -i 0.2")
-print(" through the tunnel during a full-speed upload; tls-stream = one Node TLS stream, the ceiling)")
+print(" through the tunnel during a full-speed upload; tls-stream = one Node TLS stream, the ceiling;")
+print(" facade-Ncli-wW = N clients uploading at once to a server with --workers W, summed)")
 EOF

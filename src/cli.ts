@@ -2,20 +2,18 @@
 // facade: one binary, two modes. `facade server` serves a website and tunnels for those who know the way in;
 // `facade client` connects to it. This file only picks the command; each lives in src/commands/.
 
-import { runClient } from './commands/client.js';
-import { runInit } from './commands/init.js';
-import { runServer } from './commands/server.js';
-import { runStatus } from './commands/status.js';
-import { runUserCommand } from './commands/user.js';
 import { exitCodeFor, FacadeError } from './core/errors.js';
 
 const HELP = `facade — a VPN whose server is an ordinary HTTPS website
 
 Usage:
-  facade init [--dir DIR]                 write a starter config, users file and secret tunnel path
+  facade init [--dir DIR] [--host NAME_OR_IP[:PORT]]
+                                          write a starter config, users file and secret tunnel path,
+                                          and print the first user's invite
   facade server [options]                 serve the decoy site on HTTPS and accept tunnels
   facade client https://HOST[:PORT]/PATH  connect to a facade server
-  facade user add|del|list NAME --users FILE
+  facade client --invite LINK [--save FILE]
+  facade user add|invite|del|list NAME --config FILE
   facade status [--state-dir DIR]         show the running server's sessions
 
 Run \`facade COMMAND --help\` for the options of one command.
@@ -30,16 +28,21 @@ async function main(argv: string[]): Promise<number> {
     case 'help':
       process.stdout.write(HELP);
       return 0;
+    // Each command is loaded when asked for: `facade user` need not load the server's web stack.
     case 'server':
-      return runServer(rest);
+      return (await import('./commands/server.js')).runServer(rest);
     case 'client':
-      return runClient(rest);
+      return (await import('./commands/client.js')).runClient(rest);
     case 'user':
-      return runUserCommand(rest, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr });
+      return (await import('./commands/user.js')).runUserCommand(rest, {
+        stdin: process.stdin,
+        stdout: process.stdout,
+        stderr: process.stderr,
+      });
     case 'init':
-      return runInit(rest);
+      return (await import('./commands/init.js')).runInit(rest);
     case 'status':
-      return runStatus(rest);
+      return (await import('./commands/status.js')).runStatus(rest);
     default:
       process.stderr.write(`facade: unknown command "${command}"\n\n${HELP}`);
       return 2;

@@ -4,6 +4,16 @@
 // the names asked for, or unreadable. Each replacement changes the fingerprint, so the result says why.
 //
 // The fingerprint format (what `--pin` takes) is defined in protocol/pin.ts.
+//
+// To a scanner it is what an administrator gets from the most common tool, OpenSSL 3's
+//   openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN=NAME -addext subjectAltName=...
+// field for field: X.509 v3, a random 159-bit serial, sha256WithRSAEncryption over an RSA 2048 key (e 65537),
+// issuer = subject = CN=<first name> (UTF8String), a validity of exactly 3650 days, and OpenSSL's v3_ca
+// extensions in OpenSSL's order: subject key identifier (SHA-1 of the key), authority key identifier (the
+// same key id), basic constraints critical CA:TRUE, then the names as subjectAltName. No key usage, no
+// extended key usage, nothing facade's own. test/unit/self-signed.test.ts compares it with what `openssl req`
+// makes. Its names are only those asked for (server.ts: --self-signed-names, else the --listen address, else
+// localhost), never the machine's host name.
 
 import { createPrivateKey, randomBytes, webcrypto, type X509Certificate } from 'node:crypto';
 import { isIP } from 'node:net';
@@ -18,21 +28,35 @@ import {
 } from './cert-store.js';
 
 /**
- * Ten years: the point of a pinned certificate is that it does not change, and nothing but the pin
- * vouches for it, so a short lifetime would only force clients to re-pin.
+ * Ten years (`openssl req -days 3650`, the value of countless how-tos): the point of a pinned certificate
+ * is that it does not change, and nothing but the pin vouches for it, so a short lifetime would only force
+ * clients to re-pin.
  */
 export const SELF_SIGNED_VALIDITY_DAYS = 3650;
 
 /** Replace the certificate this long before it expires, so it never serves expired. */
 export const SELF_SIGNED_MIN_REMAINING_MS = 30 * 24 * 3600_000;
 
-/** Backdating covers clients whose clock runs a little behind the server's. */
+/**
+ * Backdating covers clients whose clock runs a little behind the server's (with --ca; a pin ignores dates).
+ * The validity still lasts exactly SELF_SIGNED_VALIDITY_DAYS from notBefore, as openssl's does: nobody outside
+ * knows when the certificate was really made.
+ */
 const NOT_BEFORE_BACKDATE_MS = 3600_000;
 
 /** Name of the pair in the state directory: self-signed.crt.pem / self-signed.key.pem. */
 export const SELF_SIGNED_NAME = 'self-signed';
 
-const KEY_ALGORITHM = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
+/** `openssl req -newkey rsa` (OpenSSL 3: 2048 bits, e = 65537), signed sha256WithRSAEncryption. */
+const KEY_ALGORITHM = {
+  name: 'RSASSA-PKCS1-v1_5',
+  modulusLength: 2048,
+  publicExponent: new Uint8Array([1, 0, 1]),
+  hash: 'SHA-256',
+} as const;
+
+/** OpenSSL's random serials: 159 bits (SERIAL_RAND_BITS), so 20 bytes with the top bit clear. */
+const SERIAL_BYTES = 20;
 
 /** RFC 1035 host names (letters, digits, hyphens, dots), plus a leading '*.' wildcard label. */
 const DNS_NAME = /^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*\.?$/i;
@@ -55,7 +79,7 @@ export interface SelfSignedCertificate extends CertificatePair {
 
 /**
  * The self-signed certificate kept in `stateDir` when it still covers `names` and is far from expiry;
- * otherwise a new one (ECDSA P-256, SAN with every name), stored 0600 before it is returned.
+ * otherwise a new one (as `openssl req -x509` makes it, SAN with every name), stored 0600 before it is returned.
  */
 export async function loadOrCreateSelfSigned(
   stateDir: string,
@@ -132,25 +156,31 @@ async function createSelfSigned(names: readonly string[], now: number): Promise<
     'sign',
     'verify',
   ])) as webcrypto.CryptoKeyPair;
-  // 128 random bits; the top bit cleared keeps the DER INTEGER positive (RFC 5280 4.1.2.2).
-  const serial = randomBytes(16);
-  serial[0] = (serial[0]! & 0x7f) | 0x01;
-  const cn = names[0]!.slice(0, 64).replace(/[,+="\\<>;#]/g, '');
+  const serial = randomBytes(SERIAL_BYTES);
+  serial[0] = serial[0]! & 0x7f; // leading zero bytes are dropped, as a shorter BIGNUM would be
+  const cn = names[0]!.slice(0, 64);
+  // UTF8String, as OpenSSL writes every field (string_mask = utf8only); the library would pick PrintableString.
+  const name = new x509.Name([{ CN: [{ utf8String: cn }] }]);
+  // Whole seconds: the DER time has no fraction, and the length must come out at exactly N days.
+  const notBefore = new Date(Math.floor((now - NOT_BEFORE_BACKDATE_MS) / 1000) * 1000);
   const certificate = await x509.X509CertificateGenerator.createSelfSigned({
     serialNumber: serial.toString('hex'),
-    name: `CN=${cn}`,
-    notBefore: new Date(now - NOT_BEFORE_BACKDATE_MS),
-    notAfter: new Date(now + SELF_SIGNED_VALIDITY_DAYS * 24 * 3600_000),
+    name,
+    notBefore,
+    notAfter: new Date(notBefore.getTime() + SELF_SIGNED_VALIDITY_DAYS * 24 * 3600_000),
     signingAlgorithm: KEY_ALGORITHM,
     keys,
+    // OpenSSL's v3_ca section (subjectKeyIdentifier=hash, authorityKeyIdentifier=keyid:always,issuer,
+    // basicConstraints=critical,CA:true), then -addext subjectAltName.
     extensions: [
-      new x509.SubjectAlternativeNameExtension(
-        names.map((name) => (isIP(name) === 0 ? { type: 'dns', value: name } : { type: 'ip', value: name })),
-      ),
-      new x509.BasicConstraintsExtension(false, undefined, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
       await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+      await x509.AuthorityKeyIdentifierExtension.create(keys.publicKey),
+      new x509.BasicConstraintsExtension(true, undefined, true),
+      new x509.SubjectAlternativeNameExtension(
+        names.map((entry) =>
+          isIP(entry) === 0 ? { type: 'dns', value: entry } : { type: 'ip', value: entry },
+        ),
+      ),
     ],
   });
   const pkcs8 = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey));

@@ -15,12 +15,12 @@ import {
   DisconnectReason,
   describeReason,
 } from '../protocol/control.js';
-import { deriveUserKey, passwordFromText, type UserKey } from '../protocol/credentials.js';
+import { deriveUserKey, keyFromSeed, passwordFromText, type UserKey } from '../protocol/credentials.js';
 import type { OffloadHeader } from '../protocol/frame.js';
 import { Session, type SessionCloseReason, type SessionSink } from '../session/session.js';
 import { TunWriteBatch } from '../session/tun-write-batch.js';
 import { Backoff } from './backoff.js';
-import { connectTunnel, PermanentConnectError, tunnelTarget } from './connect.js';
+import { connectTunnel, NameNotFoundError, PermanentConnectError, tunnelTarget } from './connect.js';
 import { ClientNetwork } from './routes.js';
 
 /** What the client needs of the host's network configuration: routes.ts's ClientNetwork by default. */
@@ -66,6 +66,8 @@ export class TunnelClient implements SessionSink {
   private toTun: TunWriteBatch | undefined;
   private reconnectTimer: NodeJS.Timeout | undefined;
   private stopped = false;
+  /** A session came up once: from then on a name that stops resolving is an outage to wait out. */
+  private everConnected = false;
   private settleStop: (() => void) | undefined;
   /** Resolves when the client has stopped for good (stop(), or a permanent error). */
   readonly done: Promise<void>;
@@ -85,9 +87,15 @@ export class TunnelClient implements SessionSink {
   }
 
   async start(): Promise<void> {
-    const password = passwordFromText(readFileSync(this.config.passwordFile, 'utf8'));
-    // Slow (scrypt) once; each connection then only signs (connect.ts).
-    this.userKey = await deriveUserKey(tunnelTarget(this.config.url), this.config.user, password);
+    const { key, passwordFile, user, url } = this.config;
+    if (key !== undefined) {
+      // An invite's key: the seed itself, no scrypt.
+      this.userKey = keyFromSeed(user, Buffer.from(key, 'base64url'));
+    } else {
+      const password = passwordFromText(readFileSync(passwordFile as string, 'utf8'));
+      // Slow (scrypt) once; each connection then only signs (connect.ts).
+      this.userKey = await deriveUserKey(tunnelTarget(url), user, password);
+    }
     void this.connectLoop();
   }
 
@@ -114,7 +122,8 @@ export class TunnelClient implements SessionSink {
       connection.onRead(session.receive);
       connection.socket.resume();
     } catch (err) {
-      if (err instanceof PermanentConnectError) {
+      // A name that does not exist and never did for us is a typo, not an outage: say so and stop.
+      if (err instanceof PermanentConnectError || (err instanceof NameNotFoundError && !this.everConnected)) {
         await this.giveUp(err);
         return;
       }
@@ -132,7 +141,12 @@ export class TunnelClient implements SessionSink {
   private scheduleReconnect(why: string): void {
     if (this.stopped) return;
     const delay = this.backoff.next();
-    this.logger.warn({ reason: why, retryInMs: delay }, 'not connected; will retry');
+    // One line that says what is wrong and that the client keeps trying (the msg must not contain
+    // "connected:", which is what the line of a working tunnel says).
+    this.logger.warn(
+      { reason: why, retryInMs: delay },
+      `not connected (${why}); will retry in ${(delay / 1000).toFixed(1)} s`,
+    );
     this.reconnectTimer = setTimeout(() => void this.connectLoop(), delay);
   }
 
@@ -209,6 +223,7 @@ export class TunnelClient implements SessionSink {
       dns: this.config.dns,
     });
     this.backoff.reset();
+    this.everConnected = true;
     this.logger.info(
       {
         ipv4: config.ipv4 === undefined ? undefined : `${config.ipv4.address}/${config.ipv4.prefix}`,

@@ -31,6 +31,15 @@ export interface TunnelConnection {
 export class PermanentConnectError extends Error {}
 
 /**
+ * The server's name does not exist (NXDOMAIN, not a DNS outage). The client stops when the name never
+ * resolved for it (a typo) and keeps retrying when it did before (a DNS change in progress).
+ */
+export class NameNotFoundError extends Error {}
+
+/** A failure to reach the server, said plainly; the client retries. */
+export class UnreachableError extends Error {}
+
+/**
  * The request target of the tunnel in the client's URL. It is also the realm the user's key is derived for
  * (credentials.ts): the server's secret tunnel path, which the client has only because it dials it.
  */
@@ -42,11 +51,15 @@ export async function connectTunnel(config: ClientConfig, key: UserKey): Promise
   const { url } = config;
   const port = url.port === '' ? (url.protocol === 'https:' ? 443 : 80) : Number(url.port);
   const host = url.hostname.replace(/^\[|\]$/g, '');
-  const { address } = await lookup(host);
+  const address = await resolve(host);
   const reads = new Reads();
-  const socket = config.plaintext
-    ? await openPlain(address, port, reads)
-    : await openTls(config, address, port, host, reads);
+  const where = `${url.hostname}:${port}`;
+  const socket = await (config.plaintext
+    ? openPlain(address, port, reads)
+    : openTls(config, address, port, host, reads)
+  ).catch((err: unknown) => {
+    throw err instanceof PermanentConnectError ? err : unreachable(err, where);
+  });
   try {
     // Without TLS (--plaintext) there is no exporter: the zero binding; time and nonce still hold.
     const binding = connectionBinding(socket);
@@ -72,6 +85,39 @@ export async function connectTunnel(config: ClientConfig, key: UserKey): Promise
     socket.destroy();
     throw err;
   }
+}
+
+/** The address to dial; a name that does not exist is NameNotFoundError, a DNS failure UnreachableError. */
+async function resolve(host: string): Promise<string> {
+  try {
+    return (await lookup(host)).address;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOTFOUND' || code === 'EAI_NONAME' || code === 'ENODATA')
+      throw new NameNotFoundError(facadeError('HOST_UNRESOLVED', [host, `${code}: no such name`]).message);
+    throw new UnreachableError(
+      `the server name "${host}" could not be resolved now (${code ?? String(err)}: DNS did not answer)`,
+    );
+  }
+}
+
+/** Why the server could not be reached, in words; the errno stays in the text for searching. */
+function unreachable(err: unknown, where: string): UnreachableError {
+  const code = (err as NodeJS.ErrnoException).code;
+  const why =
+    code === 'ECONNREFUSED'
+      ? 'refused the connection: nothing listens on that port, or a firewall rejects it'
+      : code === 'EHOSTUNREACH' || code === 'ENETUNREACH'
+        ? 'is unreachable: no route to it from here'
+        : code === 'ETIMEDOUT'
+          ? 'did not answer'
+          : code === 'ECONNRESET' || code === 'EPIPE'
+            ? 'reset the connection during the handshake'
+            : (err instanceof Error ? err.message : String(err)).replace(
+                /^Client network socket disconnected.*/,
+                'closed the connection during the TLS handshake',
+              );
+  return new UnreachableError(`server ${where} ${why}${code === undefined ? '' : ` (${code})`}`);
 }
 
 /**
@@ -129,8 +175,10 @@ function openTls(
       ...({ onread: reads.onread } as object),
       servername: /^[\d.]+$|:/.test(servername) ? undefined : servername,
       ALPNProtocols: ['http/1.1'],
-      // A pinned certificate is trusted by its fingerprint alone (self-signed, IP-only servers).
-      rejectUnauthorized: pin === undefined,
+      // Verified below, on secureConnect and before a byte is sent: a certificate that is not trusted then
+      // stops the client with its fingerprint, which Node's own refusal would not show. A pinned
+      // certificate is trusted by its fingerprint alone (self-signed, IP-only servers).
+      rejectUnauthorized: false,
       ...(ca === undefined ? {} : { ca }),
       checkServerIdentity: (hostname, cert) => {
         if (pin !== undefined) return undefined;
@@ -140,19 +188,51 @@ function openTls(
     socket.once('secureConnect', () => {
       socket.removeListener('error', reject);
       socket.setTimeout(0);
+      const actual = derFingerprint(socket.getPeerCertificate().raw);
+      const refuse = (message: string): void => {
+        socket.destroy();
+        reject(new PermanentConnectError(message));
+      };
       if (pin !== undefined) {
-        const actual = derFingerprint(socket.getPeerCertificate().raw);
-        if (actual !== pin) {
-          socket.destroy();
-          reject(new PermanentConnectError(facadeError('PIN_MISMATCH', [actual, pin]).message));
-          return;
-        }
+        if (actual !== pin) return refuse(facadeError('PIN_MISMATCH', [actual, pin]).message);
+      } else if (!socket.authorized) {
+        const where = `${/:/.test(servername) ? `[${servername}]` : servername}:${port}`;
+        return refuse(
+          facadeError('CERT_UNTRUSTED', [
+            where,
+            untrustedBecause(String(socket.authorizationError), servername),
+            actual,
+            actual,
+          ]).message,
+        );
       }
       resolve(socket);
     });
     socket.once('error', reject);
     socket.setTimeout(HANDSHAKE_TIMEOUT_MS, () => socket.destroy(new Error('TLS handshake timed out')));
   });
+}
+
+/** OpenSSL's verify codes (and Node's name check), as a person would say them. */
+function untrustedBecause(code: string, servername: string): string {
+  switch (code) {
+    case 'DEPTH_ZERO_SELF_SIGNED_CERT':
+      return 'it is self-signed';
+    case 'SELF_SIGNED_CERT_IN_CHAIN':
+      return 'its chain ends in a CA this machine does not know';
+    case 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY':
+    case 'UNABLE_TO_GET_ISSUER_CERT':
+    case 'UNABLE_TO_VERIFY_LEAF_SIGNATURE':
+      return 'no CA this machine trusts issued it (for a private CA: --ca FILE)';
+    case 'CERT_HAS_EXPIRED':
+      return 'it has expired';
+    case 'CERT_NOT_YET_VALID':
+      return "it is not valid yet: check this machine's clock";
+    case 'ERR_TLS_CERT_ALTNAME_INVALID':
+      return `it is not made out to ${servername}`;
+    default:
+      return code;
+  }
 }
 
 function readResponseHead(socket: Socket, reads: Reads): Promise<{ status: number; rest: Buffer }> {

@@ -2,10 +2,11 @@
 
 import { renderHelp } from '../config/help.js';
 import { loadSettings } from '../config/load.js';
+import type { ServerConfig } from '../config/schema.js';
 import { SERVER_SETTINGS, validateServerConfig } from '../config/server-settings.js';
 import { exitCodeFor, isFacadeError } from '../core/errors.js';
-import { createLogger } from '../core/log.js';
-import { startServer } from '../server/server.js';
+import { createLogger, type Logger } from '../core/log.js';
+import { type RunningServer, startServer } from '../server/server.js';
 import { untilSignal } from './until-signal.js';
 
 export async function runServer(argv: string[]): Promise<number> {
@@ -17,21 +18,12 @@ export async function runServer(argv: string[]): Promise<number> {
     return 0;
   }
   const config = validateServerConfig(raw);
-  const logger = createLogger({ level: config.logLevel });
+  const logger = createLogger({ level: config.logLevel, format: config.logFormat });
   const server = await startServer(config, logger);
-  // SIGHUP: renew the ACME certificate now (an operator's "reload"); the old one serves until it succeeds.
+  // SIGHUP: the operator's reload. The config file and flags are read again and what can change without
+  // dropping a session is applied (server.ts's reload says which); the ACME certificate is renewed now.
   process.on('SIGHUP', () => {
-    if (server.certificates === undefined) {
-      logger.info('SIGHUP: nothing to renew (no ACME certificate)');
-      return;
-    }
-    logger.info('SIGHUP: renewing the certificate now');
-    server.certificates.renewNow().catch((err: unknown) => {
-      logger.warn(
-        { err: err instanceof Error ? err.message : String(err) },
-        'forced renewal failed; the old certificate keeps serving',
-      );
-    });
+    void onReload(argv, server, logger);
   });
   // Until a signal, or until the server fails on its own (its TUN was removed): then it exits non-zero.
   const failure = await Promise.race([untilSignal(logger).then(() => undefined), server.failed]);
@@ -42,4 +34,32 @@ export async function runServer(argv: string[]): Promise<number> {
     `server stopped: ${failure.message}`,
   );
   return exitCodeFor(failure);
+}
+
+async function onReload(argv: string[], server: RunningServer, logger: Logger): Promise<void> {
+  let next: ServerConfig;
+  try {
+    next = validateServerConfig(loadSettings('server', SERVER_SETTINGS, argv).raw);
+  } catch (err) {
+    logger.warn(
+      { err: err instanceof Error ? err.message : String(err) },
+      'SIGHUP: the configuration has a problem; nothing changed, the running settings stay',
+    );
+    return;
+  }
+  const { applied, needsRestart } = await server.reload(next);
+  logger.info(
+    { applied, needsRestart },
+    `SIGHUP: configuration reloaded; ${applied.length === 0 ? 'nothing to apply' : `applied ${applied.join(', ')}`}${
+      needsRestart.length === 0 ? '' : `; needs a restart: ${needsRestart.join(', ')}`
+    }`,
+  );
+  if (server.certificates === undefined) return;
+  logger.info('SIGHUP: renewing the certificate now');
+  await server.certificates.renewNow().catch((err: unknown) => {
+    logger.warn(
+      { err: err instanceof Error ? err.message : String(err) },
+      'forced renewal failed; the old certificate keeps serving',
+    );
+  });
 }

@@ -7,13 +7,22 @@
 import { isIPv4, isIPv6 } from 'node:net';
 import type { ReadStream } from 'node:tty';
 import { renderHelp } from '../config/help.js';
-import { type Kind, text, where } from '../config/kinds.js';
+import { type Kind, onOff, text, where } from '../config/kinds.js';
 import { loadSettings } from '../config/load.js';
 import { SERVER_SETTINGS } from '../config/server-settings.js';
-import { optional, resolveSettings } from '../config/setting.js';
+import { optional, resolveSettings, withDefault } from '../config/setting.js';
 import { FacadeError, facadeError, isFacadeError } from '../core/errors.js';
-import { MAX_PASSWORD_BYTES, passwordFromText, userNameProblem } from '../protocol/credentials.js';
+import {
+  deriveUserSeed,
+  keyFromSeed,
+  MAX_PASSWORD_BYTES,
+  passwordFromText,
+  randomSeed,
+  userNameProblem,
+} from '../protocol/credentials.js';
+import { formatInvite } from '../protocol/invite.js';
 import { UsersFile } from '../users/users-file.js';
+import { dialTarget, type InviteSource, inviteText, trustOf } from './invites.js';
 
 export interface CommandIo {
   stdin: NodeJS.ReadableStream;
@@ -24,6 +33,7 @@ export interface CommandIo {
 export const USER_USAGE = `Usage:
   facade user add NAME --config FILE [--static-ipv4 ADDR] [--static-ipv6 ADDR]
   facade user add NAME --users FILE --tunnel-path PATH [--static-ipv4 ADDR] [--static-ipv6 ADDR]
+  facade user invite NAME --config FILE [--new-key] [--host NAME_OR_IP[:PORT]] [--state-dir DIR]
   facade user del NAME (--users FILE | --config FILE)
   facade user list (--users FILE | --config FILE)
 
@@ -33,6 +43,15 @@ add   reads the password from stdin: the first line of a pipe or file (e.g.
       asks for it twice without echo. The file is created (mode 0600) if missing.
       It stores only a public key, derived from the password and the tunnel path:
       after changing the tunnel path, add every user again (into a new file).
+invite prints a facade:// link with everything a client needs (server, tunnel path,
+      user, key, certificate pin), and its QR code on a terminal: the client runs
+      \`facade client --invite LINK\`. The link carries the user's key, never the
+      password, and is a secret like one. For a user with a password: the password
+      on stdin, as for add (checked against the users file). --new-key instead gives
+      the user a generated key (adding the user if missing): their old password
+      or invite stops working. Clients dial "host" of the config (or --host), else
+      its ACME domain; self-signed servers are pinned by the certificate in the
+      state directory.
 del   removes the user; their running tunnel is not cut, the next connect fails.
 list  prints one user per line, with static addresses if any.
 
@@ -66,16 +85,47 @@ const USER_SETTINGS = {
     flag: 'static-ipv6',
     help: 'add: the IPv6 address this user always gets',
   }),
+  newKey: withDefault(onOff, false, {
+    flag: 'new-key',
+    help: 'invite: give the user a generated key (added if missing); their old password or invite stops working',
+  }),
+  host: SERVER_SETTINGS.host,
+  stateDir: { ...SERVER_SETTINGS.stateDir, help: `invite: ${SERVER_SETTINGS.stateDir.help}` },
+  // From the server's config only: how clients trust it, and its port.
+  listen: {
+    ...SERVER_SETTINGS.listen,
+    flag: undefined,
+    help: "invite: the config's listen, whose port clients dial when host names none",
+  },
+  domain: {
+    ...SERVER_SETTINGS.domain,
+    flag: undefined,
+    help: "invite: the config's domain, dialled without host, its certificate trusted through the system CAs",
+  },
+  cert: {
+    ...SERVER_SETTINGS.cert,
+    flag: undefined,
+    help: "invite: the config's cert, pinned when self-signed, else trusted through the system CAs",
+  },
+  plaintext: {
+    ...SERVER_SETTINGS.plaintext,
+    flag: undefined,
+    help: "invite: the config's plaintext, for which there are no invites",
+  },
 };
 
 interface ParsedArgs {
-  action: 'add' | 'del' | 'list';
+  action: 'add' | 'del' | 'list' | 'invite';
   name?: string;
   usersPath: string;
   tunnelPath?: string | undefined;
   staticIpv4?: string | undefined;
   staticIpv6?: string | undefined;
+  newKey: boolean;
+  invite: InviteSource;
 }
+
+const ACTIONS = ['add', 'del', 'list', 'invite'] as const;
 
 const usage = (problem: string): FacadeError => facadeError('CLI_USAGE', [problem, 'user']);
 
@@ -102,13 +152,21 @@ export async function runUserCommand(argv: string[], io: CommandIo): Promise<num
         return await deleteUser(args, io);
       case 'list':
         return await listUsers(args, io);
+      case 'invite':
+        return await inviteUser(args, io);
     }
   } catch (err) {
     if (!(err instanceof FacadeError)) throw err;
     io.stderr.write(`facade user ${args.action}: ${err.message}\n`);
     // A bad name or password, or a users file to be made anew, is for the caller to fix, like a usage
     // error; the rest are failures.
-    const callers = ['USER_NAME', 'USER_PASSWORD', 'USERS_FILE_V1', 'USERS_FILE_REALM'] as const;
+    const callers = [
+      'USER_NAME',
+      'USER_PASSWORD',
+      'USERS_FILE_V1',
+      'USERS_FILE_REALM',
+      'INVITE_UNAVAILABLE',
+    ] as const;
     return callers.some((code) => isFacadeError(err, code)) ? EXIT_USAGE : EXIT_FAILED;
   }
 }
@@ -125,9 +183,9 @@ function parseArgs(argv: string[]): ParsedArgs | undefined {
   );
 
   const [action, name, ...extra] = positionals;
-  if (action === undefined) throw usage('missing action: add, del or list');
-  if (action !== 'add' && action !== 'del' && action !== 'list')
-    throw usage(`unknown action "${action}": expected add, del or list`);
+  if (action === undefined) throw usage('missing action: add, invite, del or list');
+  if (!(ACTIONS as readonly string[]).includes(action))
+    throw usage(`unknown action "${action}": expected add, invite, del or list`);
   if (options.users === undefined)
     throw usage("missing --users FILE (or --config FILE, the server's facade.json)");
 
@@ -141,17 +199,27 @@ function parseArgs(argv: string[]): ParsedArgs | undefined {
   if (extra.length > 0) throw usage(`unexpected argument "${extra[0]}"`);
   if ((options.staticIpv4 !== undefined || options.staticIpv6 !== undefined) && action !== 'add')
     throw usage('--static-ipv4/--static-ipv6 only go with add');
-  if (action === 'add' && options.tunnelPath === undefined)
+  if (options.newKey && action !== 'invite') throw usage('--new-key only goes with invite');
+  if ((action === 'add' || action === 'invite') && options.tunnelPath === undefined)
     throw usage(
-      "add needs the server's tunnel path (keys are derived from it): --config FILE (the server's facade.json) or --tunnel-path PATH",
+      `${action} needs the server's tunnel path (keys are derived from it): --config FILE (the server's facade.json) or --tunnel-path PATH`,
     );
 
   const parsed: ParsedArgs = {
-    action,
+    action: action as ParsedArgs['action'],
     usersPath: options.users,
     tunnelPath: options.tunnelPath,
     staticIpv4: options.staticIpv4,
     staticIpv6: options.staticIpv6,
+    newKey: options.newKey,
+    invite: {
+      host: options.host,
+      domain: options.domain,
+      listen: options.listen,
+      stateDir: options.stateDir,
+      cert: options.cert,
+      plaintext: options.plaintext,
+    },
   };
   if (name !== undefined) parsed.name = name;
   return parsed;
@@ -168,6 +236,51 @@ async function addUser(args: ParsedArgs, io: CommandIo): Promise<number> {
   await users.add(name, password, tunnelPath, { ipv4: args.staticIpv4, ipv6: args.staticIpv6 });
   await users.save();
   io.stdout.write(`added user "${name}" to ${args.usersPath}\n`);
+  return EXIT_OK;
+}
+
+/**
+ * `facade user invite NAME`: the link for a user, with the key derived from their password (read and
+ * checked against the users file) or, with --new-key, a generated one stored in their place.
+ */
+async function inviteUser(args: ParsedArgs, io: CommandIo): Promise<number> {
+  const name = args.name!;
+  const tunnelPath = args.tunnelPath!;
+  const users = await UsersFile.load(args.usersPath, { allowMissing: args.newKey, tunnelPath });
+  if (!args.newKey && !users.has(name)) {
+    io.stderr.write(
+      `facade user invite: no user "${name}" in ${args.usersPath}; add one with a password (facade user add) or with a generated key (facade user invite ${name} --new-key)\n`,
+    );
+    return EXIT_FAILED;
+  }
+  // Everything the link needs is checked before anyone types a password or a key is replaced.
+  const { host, port } = dialTarget(args.invite);
+  const pin = await trustOf(args.invite);
+  let seed: Buffer;
+  if (args.newKey) {
+    seed = randomSeed();
+    const { publicKey } = keyFromSeed(name, seed);
+    const existed = users.has(name);
+    if (existed) users.replaceKey(name, publicKey);
+    else users.addKey(name, publicKey, tunnelPath);
+    await users.save();
+    io.stderr.write(
+      existed
+        ? `gave "${name}" a new key in ${args.usersPath}: their old password or invite no longer opens a tunnel\n`
+        : `added user "${name}" to ${args.usersPath}, with a generated key\n`,
+    );
+  } else {
+    const password = await readPassword(name, io, { confirm: false });
+    seed = await deriveUserSeed(tunnelPath, name, password);
+    if (!keyFromSeed(name, seed).publicKey.equals(users.get(name)!.publicKey))
+      throw facadeError('USER_PASSWORD', [
+        name,
+        'it is not the password the users file has the key of (a user made by facade init or --new-key has no password: give them a new key with --new-key)',
+      ]);
+  }
+  const link = formatInvite({ user: name, seed, host, port, tunnelPath, pin });
+  const tty = (io.stdout as NodeJS.WritableStream & { isTTY?: boolean }).isTTY === true;
+  io.stdout.write(await inviteText(link, name, { qr: tty }));
   return EXIT_OK;
 }
 
@@ -194,10 +307,11 @@ async function listUsers(args: ParsedArgs, io: CommandIo): Promise<number> {
   return EXIT_OK;
 }
 
-async function readPassword(name: string, io: CommandIo): Promise<string> {
+async function readPassword(name: string, io: CommandIo, { confirm = true } = {}): Promise<string> {
   const stdin = io.stdin as NodeJS.ReadableStream & Partial<ReadStream>;
   if (stdin.isTTY === true && typeof stdin.setRawMode === 'function') {
     const first = await promptHidden(stdin as ReadStream, io.stderr, `Password for ${name}: `, name);
+    if (!confirm) return first;
     const second = await promptHidden(stdin as ReadStream, io.stderr, 'Again: ', name);
     if (first !== second) throw facadeError('USER_PASSWORD', [name, 'the two entries differ']);
     return first;

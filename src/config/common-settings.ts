@@ -2,6 +2,7 @@
 
 import { DEFAULT_KEEPALIVE_MS } from '../core/limits.js';
 import { convert, integer, onOff, text, where } from './kinds.js';
+import type { LogFormat } from './schema.js';
 import { type Alias, type Setting, withDefault } from './setting.js';
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
@@ -45,4 +46,22 @@ export const logLevel = withDefault(
   ),
   'info',
   { flag: 'log-level', help: LOG_LEVELS.slice(0, -1).join('|') },
+);
+
+const LOG_FORMATS: readonly LogFormat[] = ['auto', 'json', 'pretty'];
+
+export const logFormat = withDefault(
+  convert(
+    where(text('auto|json|pretty'), (format) =>
+      (LOG_FORMATS as readonly string[]).includes(format)
+        ? null
+        : `expected one of ${LOG_FORMATS.join(', ')}, got "${format}"`,
+    ),
+    (format) => format as LogFormat,
+  ),
+  'auto',
+  {
+    flag: 'log-format',
+    help: 'auto: lines for people when stdout is a terminal, JSON (one object a line, for journald and log shippers) otherwise',
+  },
 );

@@ -19,7 +19,9 @@ export function describeSettings(table: SettingsTable): SettingDescription[] {
   return Object.entries(table).map(([field, setting]) => {
     const flags = inputsOf(field, setting).flatMap((input) => {
       if (input.flag === undefined) return [];
-      return [input.kind.arg === 'switch' ? `--${input.flag}` : `--${input.flag} ${input.kind.type}`];
+      if (input.kind.arg === 'switch') return [`--${input.flag}`];
+      if (input.kind.arg === 'optional') return [`--${input.flag} [${input.kind.type}]`];
+      return [`--${input.flag} ${input.kind.type}`];
     });
     if (setting.argument !== undefined) flags.unshift(setting.argument);
     const shown = setting.shownDefault;

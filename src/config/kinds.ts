@@ -3,17 +3,22 @@
 // whoever resolves the setting adds the config key or flag it came from.
 
 import { isIP } from 'node:net';
+import { availableParallelism } from 'node:os';
 import { parseCidr } from '../net/packet.js';
 import { isDnsDomain } from '../protocol/control.js';
+import { hostProblem } from '../protocol/invite.js';
 import { parsePin } from '../protocol/pin.js';
-import type { ListenAddress } from './schema.js';
+import type { DialAddress, ListenAddress, NatChoice } from './schema.js';
 
 /** What is wrong with one value, without its key: the resolver names the key. */
 export class SettingProblem extends Error {}
 
 export interface Kind<T> {
-  /** How the flag takes its value: a switch, one value, or a value that may be given again. */
-  readonly arg: 'switch' | 'value' | 'repeated';
+  /**
+   * How the flag takes its value: a switch, one value, a switch that may take one value (`--nat` or
+   * `--nat eth0`; the flag alone gives true), or a value that may be given again.
+   */
+  readonly arg: 'switch' | 'value' | 'optional' | 'repeated';
   /** The value's name in --help and the README: FILE, ADDR:PORT, N, … */
   readonly type: string;
   readonly read: (value: unknown) => T;
@@ -53,6 +58,13 @@ export function integer(min: number, max: number, type = 'N'): Kind<number> {
     },
   };
 }
+
+/** How many workers: a count, or `auto` for one per core this process may use. */
+export const workerCount: Kind<number> = {
+  arg: 'value',
+  type: 'N|auto',
+  read: (value) => (value === 'auto' ? availableParallelism() : integer(1, 64).read(value)),
+};
 
 /** A JSON array of strings or one comma-separated string; a repeated flag gives an array. */
 export function list(
@@ -144,3 +156,34 @@ export const pin: Kind<string> = convert(text('sha256:HEX'), (value) => {
     return problem(err instanceof Error ? err.message : String(err));
   }
 });
+
+/** "NAME", "IP", "NAME:PORT", "IP:PORT", "[v6]:PORT" or a bare IPv6 address: what clients dial. */
+export const dialAddress: Kind<DialAddress> = convert(text('NAME_OR_IP[:PORT]'), (value) => {
+  if (isIP(value) === 6) return { host: value, port: undefined };
+  const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+))(?::(\d{1,5}))?$/.exec(value);
+  if (match === null) problem(`expected NAME_OR_IP[:PORT], got "${value}"`);
+  const host = match[1] ?? (match[2] as string);
+  if (match[1] !== undefined && isIP(host) !== 6) problem(`"${host}" is not an IPv6 address`);
+  const wrong = hostProblem(host);
+  if (wrong !== null) problem(wrong);
+  const port = match[3] === undefined ? undefined : Number(match[3]);
+  if (port !== undefined && (port < 1 || port > 65535)) problem(`port ${port} is out of range`);
+  return { host, port };
+});
+
+/** Linux interface names: at most 15 characters, and only those that need no quoting anywhere. */
+const INTERFACE_NAME = /^[A-Za-z0-9_.@-]{1,15}$/;
+
+/** `--nat` (true: the interface of the default route), `--nat IFACE`, or off (false, absent). */
+export const natChoice: Kind<NatChoice | undefined> = {
+  arg: 'optional',
+  type: 'IFACE',
+  read: (value) => {
+    if (value === false) return undefined;
+    if (value === true) return { iface: undefined };
+    if (typeof value === 'string' && INTERFACE_NAME.test(value)) return { iface: value };
+    return problem(
+      `expected true, false or an interface name (up to 15 of A-Z a-z 0-9 _ . @ -), got ${JSON.stringify(value)}`,
+    );
+  },
+};

@@ -37,12 +37,17 @@ export function loadSettings(
       if (input.flag !== undefined) byFlag.set(input.flag, { field, input });
   const options: Options = { help: { type: 'boolean', short: 'h' } };
   if (configFile !== false) options.config = { type: 'string' };
-  for (const [flag, { input }] of byFlag)
+  const optionalValue = new Set<string>();
+  for (const [flag, { input }] of byFlag) {
+    // parseArgs has no optional values: such a flag is parsed as a switch and takes the next argument
+    // itself (readFlags), unless that looks like an option.
+    if (input.kind.arg === 'optional') optionalValue.add(flag);
     options[flag] = {
-      type: input.kind.arg === 'switch' ? 'boolean' : 'string',
+      type: input.kind.arg === 'switch' || input.kind.arg === 'optional' ? 'boolean' : 'string',
       multiple: input.kind.arg === 'repeated',
     };
-  const { values, positionals } = readFlags(command, argv, options);
+  }
+  const { values, positionals } = readFlags(command, argv, options, optionalValue);
 
   const raw: RawSettings = {};
   if (typeof values.config === 'string' && configFile !== false) {
@@ -66,6 +71,7 @@ function readFlags(
   command: string,
   argv: string[],
   options: Options,
+  optionalValue: ReadonlySet<string> = new Set(),
 ): { values: Record<string, unknown>; positionals: string[] } {
   const usage: (problem: string) => never = (problem) => {
     throw facadeError('CLI_USAGE', [problem, command]);
@@ -73,13 +79,27 @@ function readFlags(
   const { tokens } = parseArgs({ args: argv, options, strict: false, allowPositionals: true, tokens: true });
   const values: Record<string, unknown> = {};
   const positionals: string[] = [];
-  for (const token of tokens) {
+  for (let i = 0; i < tokens.length; i++) {
+    const token = tokens[i]!;
     if (token.kind === 'positional') positionals.push(token.value);
     if (token.kind !== 'option') continue;
     const option = options[token.name];
     if (option === undefined) {
       const near = suggestion(token.name, Object.keys(options));
       usage(`unknown option "${token.rawName}"${near === undefined ? '' : `; did you mean "--${near}"?`}`);
+    }
+    if (optionalValue.has(token.name)) {
+      if (values[token.name] !== undefined) usage(`option ${token.rawName} given twice`);
+      // `--nat=eth0`, `--nat eth0` (the very next argument, not an option), or `--nat` alone (true).
+      const next = tokens[i + 1];
+      if (token.value !== undefined) {
+        if (token.value === '') usage(`option ${token.rawName} needs a value after "="`);
+        values[token.name] = token.value;
+      } else if (next?.kind === 'positional' && next.index === token.index + 1) {
+        values[token.name] = next.value;
+        i++;
+      } else values[token.name] = true;
+      continue;
     }
     if (option.type === 'boolean') {
       if (token.value !== undefined) usage(`option ${token.rawName} takes no value`);

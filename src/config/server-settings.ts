@@ -1,26 +1,42 @@
 // `facade server`'s settings, and the checks that span more than one of them.
 
+import { isIP } from 'node:net';
 import { DEFAULT_TUNNEL_MTU, MIN_TUNNEL_MTU } from '../core/limits.js';
-import { keepaliveMs, logLevel, offload, plaintext, tunName } from './common-settings.js';
+import { keepaliveMs, logFormat, logLevel, offload, plaintext, tunName } from './common-settings.js';
 import {
   addressPrefix,
+  dialAddress,
   dnsDomain,
   integer,
   ipAddress,
   list,
   listenAddress,
+  natChoice,
   onOff,
   prefix,
   text,
   where,
+  workerCount,
 } from './kinds.js';
 import type { ServerConfig } from './schema.js';
 import { invalid, optional, type RawSettings, required, resolveSettings, withDefault } from './setting.js';
 
 export const SERVER_SETTINGS = {
   listen: withDefault(listenAddress, '0.0.0.0:443', { flag: 'listen', help: 'address of the HTTPS site' }),
+  host: optional(dialAddress, {
+    flag: 'host',
+    help: 'the name or address clients dial, for invites (facade init, facade user invite); a port only when clients dial another than listen (port forwarding); domain when not given',
+  }),
   cert: optional(text('FILE'), { flag: 'cert', help: 'certificate chain file (PEM)' }),
   key: optional(text('FILE'), { flag: 'key', help: 'private key file (PEM)' }),
+  selfSignedNames: withDefault(
+    list('NAME,…', (name) => (isIP(name) === 0 ? dnsDomain(name) : name)),
+    '',
+    {
+      flag: 'self-signed-names',
+      help: 'DNS names and IP addresses of the self-signed certificate made when there is no cert or domain, the first as its CN; default: the listen address, or localhost when that is 0.0.0.0 or ::',
+    },
+  ),
   domain: optional(text('NAME'), {
     flag: 'domain',
     help: "get a Let's Encrypt certificate for this name (ACME HTTP-01)",
@@ -86,6 +102,10 @@ export const SERVER_SETTINGS = {
     flag: 'client-to-client',
     help: 'let clients reach each other',
   }),
+  nat: withDefault(natChoice, false, {
+    flag: 'nat',
+    help: "internet for the clients: turn on forwarding and masquerade the pools out of IFACE (the default route's interface when not named), with MSS clamping, in facade's own nftables table, removed at exit",
+  }),
   mtu: withDefault(integer(MIN_TUNNEL_MTU, 65535), DEFAULT_TUNNEL_MTU, { flag: 'mtu', help: 'tunnel MTU' }),
   dns: withDefault(list('A,B', ipAddress), '', {
     flag: 'dns',
@@ -104,9 +124,14 @@ export const SERVER_SETTINGS = {
     },
   ),
   tunName: tunName('facade0'),
+  workers: withDefault(workerCount, 'auto', {
+    flag: 'workers',
+    help: 'worker processes, each with its own event loop, TLS sessions and TUN queue; auto: one per core',
+  }),
   keepaliveMs,
   offload: offload('GSO super-packets (IFF_VNET_HDR) on the TUN and the wire'),
   logLevel,
+  logFormat,
 };
 
 export function validateServerConfig(raw: RawSettings): ServerConfig {

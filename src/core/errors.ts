@@ -64,6 +64,7 @@ export const Errors = {
   CONFIG_READ: define('FACADE_ERR_CONFIG_READ', 'cannot read config file %s: %s', EXIT_USAGE_C),
   CONFIG_PARSE: define('FACADE_ERR_CONFIG_PARSE', 'config file %s is not valid JSON: %s', EXIT_USAGE_C),
   CLI_USAGE: define('FACADE_ERR_CLI_USAGE', '%s (see `facade %s --help`)', EXIT_USAGE_C),
+  CONFIG_WRITE: define('FACADE_ERR_CONFIG_WRITE', 'cannot write config file %s: %s', EXIT_FAILURE_C),
 
   // --- TUN device and interface configuration (src/net) ---------------------------------------
   TUN_OPEN: define('FACADE_ERR_TUN_OPEN', 'cannot open TUN device "%s": %s', EXIT_FAILURE_C),
@@ -134,6 +135,8 @@ export const Errors = {
   SITE_DIR: define('FACADE_ERR_SITE_DIR', 'site folder %s cannot be served: %s (check --site)', EXIT_USAGE_C),
   /** A port the server must bind is taken (EADDRINUSE), privileged (EACCES) or not on this machine. */
   LISTEN: define('FACADE_ERR_LISTEN', 'cannot listen on %s (%s): %s', EXIT_FAILURE_C),
+  /** A worker of --workers N did not start, or its TUN queue failed. */
+  WORKER: define('FACADE_ERR_WORKER', 'worker %s: %s', EXIT_FAILURE_C),
   /** The server could not give up root for the user of --run-as, or that user cannot do its work. */
   RUN_AS: define('FACADE_ERR_RUN_AS', 'cannot run as user "%s": %s', EXIT_FAILURE_C),
   SITE_UPSTREAM: define(
@@ -163,6 +166,33 @@ export const Errors = {
     'server certificate fingerprint %s does not match the pinned %s',
     EXIT_FAILURE_C,
   ),
+  /** No CA this machine trusts vouches for the server's certificate, and no pin was given: the client stops. */
+  CERT_UNTRUSTED: define(
+    'FACADE_ERR_CERT_UNTRUSTED',
+    'server %s presented a certificate this machine does not trust (%s). Its fingerprint is %s; if that is your server (its log shows the fingerprint when it starts), connect with --pin %s',
+    EXIT_FAILURE_C,
+  ),
+  /** The server's name does not exist (NXDOMAIN) and never did for this client: a typo, not an outage. */
+  HOST_UNRESOLVED: define(
+    'FACADE_ERR_HOST_UNRESOLVED',
+    'the server name "%s" does not resolve (%s): check the name in the URL or invite, and this machine\'s DNS',
+    EXIT_FAILURE_C,
+  ),
+
+  // --- invites -----------------------------------------------------------------------------------
+  INVITE_INVALID: define(
+    'FACADE_ERR_INVITE_INVALID',
+    'the invite link is not valid: %s (expected facade://USER:KEY@HOST:PORT/PATH?pin=sha256:HEX or ?ca=system, as `facade user invite` prints it)',
+    EXIT_USAGE_C,
+  ),
+  /** An invite cannot be made from this server configuration (no host, no certificate yet, plaintext). */
+  INVITE_UNAVAILABLE: define('FACADE_ERR_INVITE_UNAVAILABLE', 'cannot make an invite: %s', EXIT_USAGE_C),
+
+  // --- NAT (server --nat) --------------------------------------------------------------------------
+  /** --nat cannot pick or use the outgoing interface: the operator names another. */
+  NAT_IFACE: define('FACADE_ERR_NAT_IFACE', '--nat: %s', EXIT_USAGE_C),
+  /** Forwarding or the nftables rules could not be set up (not root, no nft, a refusal). */
+  NAT_SETUP: define('FACADE_ERR_NAT_SETUP', '--nat: %s', EXIT_FAILURE_C),
 } as const;
 
 export type ErrorName = keyof typeof Errors;

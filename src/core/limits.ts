@@ -13,9 +13,11 @@ export const MIN_TUNNEL_MTU = 1280;
 /**
  * Bytes a session may have queued on its socket before further packets to it are dropped. A slow or
  * stalled client must never stall the others: we drop (TCP inside the tunnel recovers) instead of
- * buffering without bound. 4 MiB covers the bandwidth-delay product of ~300 Mbit/s at 100 ms.
+ * buffering without bound. Every byte here is delay for the packets behind it (a ping behind a
+ * transfer): 1 MiB is 2 ms at 4 Gbit/s, 80 ms at 100 Mbit/s; TCP inside the tunnel sees the drops and
+ * backs off, so the queue stays short (bench/run.sh's "rtt loaded" column measures it).
  */
-export const MAX_SESSION_BUFFERED_BYTES = 4 * 1024 * 1024;
+export const MAX_SESSION_BUFFERED_BYTES = 1024 * 1024;
 
 /** Size of one TUN read batch buffer: up to 64 MTU-sized packets, or a few GSO super-packets. */
 export const TUN_BATCH_BYTES = 256 * 1024;

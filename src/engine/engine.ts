@@ -6,8 +6,9 @@
 //   TUN batch ─► onBatch ─► router.lookupDestination ─► Session.queuePacket (frame into slab) ─► one socket
 //                                                          write per session per batch (microtask flush)
 //
-// All state lives on the instance (no module globals), so an engine per worker thread, each with its own
-// TUN queue (IFF_MULTI_QUEUE), is a matter of construction, not of rewriting.
+// All state lives on the instance (no module globals): with --workers N each worker process builds one
+// engine on its own queue of a multi-queue TUN (server/worker.ts), and leases come from the primary
+// (AddressLeases returns a promise there); in one process the pool answers at once.
 //
 // The engine takes any Duplex that finished a tunnel handshake (attach), whatever transport carried it;
 // it implements front/acceptor.ts's TunnelHost by shape, without importing the front.
@@ -19,7 +20,7 @@
 import type { Duplex } from 'node:stream';
 import { facadeError, isFacadeError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
-import { ipv4ToNumber, ipv6ToKey, parseCidr } from '../net/packet.js';
+import { addressBytes, ipv4ToNumber, ipv6ToKey, parseCidr } from '../net/packet.js';
 import type { PacketBatch, TunLike } from '../net/tun.js';
 import { type ControlMessage, DisconnectReason, describeReason, type Route } from '../protocol/control.js';
 import { OFFLOAD_HEADER_SIZE, type OffloadHeader } from '../protocol/frame.js';
@@ -33,12 +34,29 @@ import {
   type SessionStats,
 } from '../session/session.js';
 import { TunWriteBatch } from '../session/tun-write-batch.js';
-import type { AddressPool, Lease } from './pool.js';
+import type { Lease, StaticAddressRequest } from './pool.js';
 import { Router } from './router.js';
+
+/**
+ * Where the engine gets client addresses: the AddressPool itself in one process; in a worker, the
+ * primary's lease service over IPC (a promise). The pool's shape (prefixes, the server's addresses) is
+ * what CONFIG pushes.
+ */
+export interface AddressLeases {
+  readonly serverIpv4: string;
+  readonly serverIpv6: string | undefined;
+  readonly prefix4: number;
+  readonly prefix6: number | undefined;
+  readonly ipv4Cidr: string;
+  readonly ipv6Cidr: string | undefined;
+  /** Throws (or rejects with) FACADE_ERR_POOL_EXHAUSTED / POOL_INVALID with the reason. */
+  lease(user: string, request: StaticAddressRequest): Lease | Promise<Lease>;
+  release(user: string, lease: Lease): void;
+}
 
 export interface EngineOptions {
   readonly tun: TunLike;
-  readonly pool: AddressPool;
+  readonly pool: AddressLeases;
   readonly logger: Logger;
   readonly mtu: number;
   readonly keepaliveMs: number;
@@ -53,6 +71,14 @@ export interface EngineOptions {
   readonly staticAddresses: (user: string) => StaticAddresses | undefined;
   /** The engine stopped on a failure no session can survive (the TUN failed); called once. */
   readonly onFatal: (err: Error) => void;
+}
+
+/** What a reload may change for the sessions that start after it. */
+export interface PushedSettings {
+  readonly routes: readonly string[];
+  readonly dns: readonly string[];
+  readonly dnsDomains: readonly string[];
+  readonly keepaliveMs: number;
 }
 
 export interface StaticAddresses {
@@ -75,6 +101,8 @@ export interface SessionStatus extends SessionStats {
   readonly ipv6: string | undefined;
   /** ISO 8601. */
   readonly since: string;
+  /** ISO 8601: when the client was last heard from, to the keepalive interval. */
+  readonly lastSeen: string;
 }
 
 /** Per-session data the engine keeps beside the session. */
@@ -101,6 +129,9 @@ export class TunnelEngine implements SessionSink {
   private unknownDestinationDrops = 0;
   private clientToClientDrops = 0;
   private readonly options: EngineOptions;
+  /** The pools as prefixes: a client's packet to another pool address is client-to-client traffic. */
+  private readonly pool4: { network: number; mask: number; server: number };
+  private readonly pool6: { server: Buffer; bits: number } | undefined;
   private readonly router = new Router<Peer>();
   private readonly peers = new Map<Session, Peer>();
   private readonly byUser = new Map<string, Peer>();
@@ -111,10 +142,30 @@ export class TunnelEngine implements SessionSink {
   /** The TUN has IFF_VNET_HDR: packets carry virtio_net_hdr metadata and may be GSO super-packets. */
   private readonly vnetHdr: boolean;
   private closed = false;
+  /** What CONFIG gives a new session; reconfigure() changes it for sessions that start later. */
+  private pushed: PushedSettings;
+  /** Counts sessions started and ended: a status reader (a worker's report) sees a change without diffing. */
+  private sessionChanges = 0;
 
   constructor(options: EngineOptions) {
     this.options = options;
+    this.pushed = {
+      routes: options.routes,
+      dns: options.dns,
+      dnsDomains: options.dnsDomains,
+      keepaliveMs: options.keepaliveMs,
+    };
     this.vnetHdr = options.tun.vnetHdr;
+    const v4 = parseCidr(options.pool.ipv4Cidr);
+    const mask = v4.prefix === 0 ? 0 : (0xffffffff << (32 - v4.prefix)) >>> 0;
+    const server = ipv4ToNumber(options.pool.serverIpv4);
+    this.pool4 = { network: (ipv4ToNumber(v4.address) & mask) >>> 0, mask, server };
+    const v6 = options.pool.ipv6Cidr === undefined ? undefined : parseCidr(options.pool.ipv6Cidr);
+    const server6 = options.pool.serverIpv6;
+    this.pool6 =
+      v6 === undefined || server6 === undefined
+        ? undefined
+        : { server: addressBytes(server6), bits: v6.prefix };
     this.toTun = new TunWriteBatch(options.tun, this.vnetHdr, this.fail);
     options.tun.onError(this.fail);
     options.tun.onBatch(this.vnetHdr ? this.onTunVnetBatch : this.onTunBatch);
@@ -130,6 +181,16 @@ export class TunnelEngine implements SessionSink {
     };
   }
 
+  /** New pushed routes, DNS and keepalive (a reload): sessions that start from now get them. */
+  reconfigure(pushed: PushedSettings): void {
+    this.pushed = pushed;
+  }
+
+  /** Grows whenever a session starts or ends. */
+  get changes(): number {
+    return this.sessionChanges;
+  }
+
   /** Every session, for `facade status` (server/status.ts). */
   sessions(): SessionStatus[] {
     return [...this.peers.values()].map((peer) => ({
@@ -139,6 +200,7 @@ export class TunnelEngine implements SessionSink {
       ipv4: peer.lease.ipv4,
       ipv6: peer.lease.ipv6,
       since: new Date(peer.session.startedAt).toISOString(),
+      lastSeen: new Date(peer.session.lastHeardAt).toISOString(),
       ...peer.session.stats,
     }));
   }
@@ -163,7 +225,7 @@ export class TunnelEngine implements SessionSink {
         socket: stream,
         sink: this,
         logger,
-        keepaliveMs: this.options.keepaliveMs,
+        keepaliveMs: this.pushed.keepaliveMs,
         allowedSources,
         initialBytes,
         offload: this.vnetHdr,
@@ -181,46 +243,66 @@ export class TunnelEngine implements SessionSink {
       );
       return;
     }
-    // Same user again: the newer connection wins (a client that lost its link reconnects before the old
-    // session's dead-peer detection fires).
-    const previous = this.byUser.get(request.user);
-    if (previous !== undefined)
-      previous.session.close(DisconnectReason.REPLACED, 'the same user connected again');
-
-    let lease: Lease | undefined;
-    let leaseError: string | undefined;
+    let leased: Lease | Promise<Lease>;
     try {
-      lease = this.options.pool.lease(request.user, this.options.staticAddresses(request.user) ?? {});
+      leased = this.options.pool.lease(request.user, this.options.staticAddresses(request.user) ?? {});
     } catch (err) {
       if (!isFacadeError(err)) throw err;
-      leaseError = err.message;
-    }
-    const session = open(
-      lease === undefined
-        ? NO_SOURCES
-        : {
-            ipv4: ipv4ToNumber(lease.ipv4),
-            ipv6Key: lease.ipv6 === undefined ? undefined : ipv6ToKey(lease.ipv6),
-          },
-    );
-    if (lease === undefined) {
-      logger.warn({ reason: leaseError }, 'no address for client: pool exhausted');
-      session.close(DisconnectReason.POOL_EXHAUSTED, leaseError ?? 'address pool exhausted');
+      this.refuse(open, logger, err.message);
       return;
     }
-    const peer: Peer = {
-      session,
-      user: request.user,
-      meta,
-      lease,
-      ipv4: ipv4ToNumber(lease.ipv4),
-      ipv6Key: lease.ipv6 === undefined ? undefined : ipv6ToKey(lease.ipv6),
-    };
+    if (!(leased instanceof Promise)) {
+      this.start(open, logger, request.user, meta, leased);
+      return;
+    }
+    // A worker asks the primary. The stream is not read meanwhile (no listener yet): what the client
+    // sends waits in the socket. A stream that ended, or an engine that closed, gives the address back.
+    leased.then(
+      (lease) => {
+        if (this.closed || stream.destroyed) {
+          this.options.pool.release(request.user, lease);
+          stream.destroy();
+          return;
+        }
+        this.start(open, logger, request.user, meta, lease);
+      },
+      (err: unknown) => {
+        if (this.closed || stream.destroyed) {
+          stream.destroy();
+          return;
+        }
+        this.refuse(open, logger, err instanceof Error ? err.message : String(err));
+      },
+    );
+  }
+
+  /** No address for this client: it is told why in a DISCONNECT and the session ends. */
+  private refuse(open: (sources: AllowedSources) => Session, logger: Logger, reason: string): void {
+    logger.warn({ reason }, 'no address for client: pool exhausted');
+    open(NO_SOURCES).close(DisconnectReason.POOL_EXHAUSTED, reason);
+  }
+
+  /** The client has its addresses: the session starts, routes to it, and CONFIG goes out. */
+  private start(
+    open: (sources: AllowedSources) => Session,
+    logger: Logger,
+    user: string,
+    meta: AttachMeta,
+    lease: Lease,
+  ): void {
+    // Same user again: the newer connection wins (a client that lost its link reconnects before the old
+    // session's dead-peer detection fires).
+    this.closeUser(user);
+    const ipv4 = ipv4ToNumber(lease.ipv4);
+    const ipv6Key = lease.ipv6 === undefined ? undefined : ipv6ToKey(lease.ipv6);
+    const session = open({ ipv4, ipv6Key });
+    const peer: Peer = { session, user, meta, lease, ipv4, ipv6Key };
     this.peers.set(session, peer);
-    this.byUser.set(request.user, peer);
+    this.byUser.set(user, peer);
+    this.sessionChanges++;
     this.router.add(peer, peer.ipv4, peer.ipv6Key);
     const pool = this.options.pool;
-    const routes = [pool.ipv4Cidr, ...this.options.routes];
+    const routes = [pool.ipv4Cidr, ...this.pushed.routes];
     if (lease.ipv6 !== undefined && pool.ipv6Cidr !== undefined) routes.push(pool.ipv6Cidr);
     session.sendControl({
       type: 'config',
@@ -230,12 +312,22 @@ export class TunnelEngine implements SessionSink {
       serverIpv6: lease.ipv6 === undefined ? undefined : pool.serverIpv6,
       mtu: this.options.mtu,
       routes: routes.map(toRoute),
-      dns: [...this.options.dns],
-      dnsDomains: [...this.options.dnsDomains],
-      keepaliveMs: this.options.keepaliveMs,
+      dns: [...this.pushed.dns],
+      dnsDomains: [...this.pushed.dnsDomains],
+      keepaliveMs: this.pushed.keepaliveMs,
       offload: this.vnetHdr,
     });
     logger.info({ ipv4: lease.ipv4, ipv6: lease.ipv6 }, 'client connected, address assigned');
+  }
+
+  /**
+   * Ends `user`'s session here, if any, as replaced: they connected again (here, or on another worker,
+   * which the primary tells this one).
+   */
+  closeUser(user: string): void {
+    const previous = this.byUser.get(user);
+    if (previous !== undefined)
+      previous.session.close(DisconnectReason.REPLACED, 'the same user connected again');
   }
 
   // --- TUN → clients -------------------------------------------------------------------------------
@@ -276,7 +368,31 @@ export class TunnelEngine implements SessionSink {
       else this.clientToClientDrops++;
       return;
     }
+    // Another client's address that no session here holds (it is on another worker, or offline): with
+    // client-to-client off the kernel must not get it either, or a forwarding host would deliver it.
+    if (!this.options.clientToClient && this.toOtherClient(packet)) {
+      this.clientToClientDrops++;
+      return;
+    }
     this.toTun.add(packet, offload);
+  }
+
+  /** Whether the packet's destination is in a pool and is not the server's own address there. */
+  private toOtherClient(packet: Buffer): boolean {
+    const version = packet[0]! >> 4;
+    if (version === 4) {
+      const destination = packet.readUInt32BE(16);
+      const { network, mask, server } = this.pool4;
+      return (destination & mask) >>> 0 === network && destination !== server;
+    }
+    const pool6 = this.pool6;
+    if (version !== 6 || pool6 === undefined) return false;
+    const whole = pool6.bits >> 3;
+    if (packet.compare(pool6.server, 0, whole, 24, 24 + whole) !== 0) return false;
+    const rest = pool6.bits & 7;
+    if (rest !== 0 && ((packet[24 + whole]! ^ pool6.server[whole]!) & (0xff00 >> rest) & 0xff) !== 0)
+      return false;
+    return packet.compare(pool6.server, 0, 16, 24, 40) !== 0;
   }
 
   onChunkEnd(_session: Session): void {
@@ -292,6 +408,7 @@ export class TunnelEngine implements SessionSink {
     const peer = this.peers.get(session);
     if (peer === undefined) return;
     this.peers.delete(session);
+    this.sessionChanges++;
     if (this.byUser.get(peer.user) === peer) this.byUser.delete(peer.user);
     this.router.remove(peer, peer.ipv4, peer.ipv6Key);
     // The lease names its generation: a replaced session closing late cannot release its successor's.

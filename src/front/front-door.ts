@@ -19,22 +19,22 @@
 import type { Server as NetServer, Socket } from 'node:net';
 import { MAX_REQUEST_HEAD_BYTES } from '../core/limits.js';
 import { findHeadEnd, parseRequestHead, type RequestHead } from '../protocol/http-head.js';
+import { HandoverDeadlines } from './handover-deadlines.js';
 
 /**
  * How long a connection that has sent nothing yet may wait for its first bytes before it is handed to the
  * site unexamined. A tunnel client sends its request in the same flight as its TLS Finished, so it always
- * arrives at once; an idle probe then meets Node's own idle handling, a few seconds later than on a plain
- * server, well inside the 30 s granularity of Node's header-timeout sweep.
+ * arrives at once. The site's head deadline still counts from the accept, as a plain server's does
+ * (handover-deadlines.ts), so the wait does not show in when an idle connection is closed.
  */
 const FIRST_BYTES_WAIT_MS = 3_000;
 
 /**
  * How long we hold a head that starts like a tunnel request before giving it to the site: one deadline from
  * its first byte, however the rest trickles in. A real client writes its whole head at once, so it arrives
- * within a round trip or a retransmission or two. The hold is kept short because Node's own header timer
- * starts only when the site gets the connection: a slow head on the tunnel path then closes at most this
- * much later than on a plain server, inside the 30 s granularity of Node's header-timeout sweep. (Only
- * someone who knows the secret path can see it at all.)
+ * within a round trip or a retransmission or two. The site's head deadline still counts from the first byte,
+ * as a plain server's does (handover-deadlines.ts), so a slow head on the tunnel path closes when it would
+ * on a plain site.
  */
 const TUNNEL_HEAD_WAIT_MS = 5_000;
 
@@ -63,6 +63,11 @@ export interface FrontDoorOptions<T> {
   readonly firstBytesWaitMs?: number;
   /** Overall wait for a head that can still be the tunnel's (default TUNNEL_HEAD_WAIT_MS); tests shorten it. */
   readonly tunnelHeadWaitMs?: number;
+  /**
+   * Count the site's head and request deadlines of a held connection from when a plain server would have
+   * started them (handover-deadlines.ts); default true. Tests turn it off to show what it changes.
+   */
+  readonly keepPlainDeadlines?: boolean;
 }
 
 export interface FrontDoor {
@@ -95,6 +100,7 @@ export function installFrontDoor<T>(
   };
   const requestLinePrefix = Buffer.from(`GET ${options.tunnelPath} `, 'latin1');
   const waiting = new Set<FirstRequest<T>>();
+  const deadlines = options.keepPlainDeadlines === false ? undefined : new HandoverDeadlines(server);
   let closed = false;
   server.on(event, (socket: Socket) => {
     if (closed) {
@@ -105,12 +111,13 @@ export function installFrontDoor<T>(
       handToSite(socket);
       return;
     }
-    new FirstRequest(socket, requestLinePrefix, options, handToSite, waiting).start();
+    new FirstRequest(socket, requestLinePrefix, options, handToSite, waiting, deadlines).start();
   });
   return {
     close() {
       closed = true;
       for (const request of waiting) request.abandon();
+      deadlines?.close();
     },
   };
 }
@@ -123,6 +130,9 @@ class FirstRequest<T> {
   /** The overall tunnel-head deadline is running (it is never restarted). */
   private holding = false;
   private decided = false;
+  /** process.hrtime.bigint() at the accept (after the TLS handshake) and at the first byte. */
+  private acceptedAt = 0n;
+  private firstByteAt = 0n;
 
   constructor(
     private readonly socket: Socket,
@@ -130,9 +140,11 @@ class FirstRequest<T> {
     private readonly options: FrontDoorOptions<T>,
     private readonly handToSite: (socket: Socket) => void,
     private readonly waiting: Set<FirstRequest<T>>,
+    private readonly deadlines: HandoverDeadlines | undefined,
   ) {}
 
   start(): void {
+    this.acceptedAt = process.hrtime.bigint();
     this.waiting.add(this);
     this.socket.on('data', this.onData);
     this.socket.on('end', this.onEnd);
@@ -149,6 +161,7 @@ class FirstRequest<T> {
   }
 
   private readonly onData = (chunk: Buffer): void => {
+    if (this.length === 0) this.firstByteAt = process.hrtime.bigint();
     this.chunks.push(chunk);
     this.length += chunk.length;
     const buffered = this.chunks.length === 1 ? chunk : Buffer.concat(this.chunks, this.length);
@@ -242,8 +255,13 @@ class FirstRequest<T> {
 
   private giveToSite(buffered: Buffer | null): void {
     this.socket.pause();
-    if (buffered !== null && buffered.length > 0) this.socket.unshift(buffered);
+    const nothingRead = buffered === null || buffered.length === 0;
+    if (!nothingRead) this.socket.unshift(buffered);
     this.chunks = [];
     this.handToSite(this.socket);
+    // Node's clock for this connection starts now; a plain server's started at the accept (nothing read) or
+    // at the first byte. Bytes that arrived in one go and were decided at once need nothing.
+    if (nothingRead) this.deadlines?.track(this.socket, this.acceptedAt, true);
+    else if (this.holding) this.deadlines?.track(this.socket, this.firstByteAt, false);
   }
 }

@@ -5,7 +5,7 @@
 //   connection ─► front door (front-door.ts) ─► tunnel request, authenticated? ─ yes ─► acceptor ─► host
 //                                              └─ anything else ─► the site (site.ts), byte for byte
 
-import type { Server as NetServer } from 'node:net';
+import type { Server as NetServer, Socket } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from '../core/log.js';
 import type { TunnelIdentity, TunnelRequest } from '../protocol/handshake.js';
@@ -36,6 +36,8 @@ export interface FrontOptions {
   /** Front door waits (defaults in front-door.ts); tests shorten them. */
   readonly firstBytesWaitMs?: number | undefined;
   readonly tunnelHeadWaitMs?: number | undefined;
+  /** Held connections keep a plain server's head deadline (default true; front-door.ts). Tests turn it off. */
+  readonly keepPlainDeadlines?: boolean | undefined;
 }
 
 export interface Front {
@@ -45,6 +47,11 @@ export interface Front {
    * socket instead (server/bound-port.ts: bound while the server was root, served once it no longer is).
    */
   listen(host: string, port: number, bound?: { handle: unknown }): Promise<number>;
+  /**
+   * Serves a TCP connection accepted elsewhere (a worker's, handed over by the primary) as if this site's
+   * own listener had accepted it.
+   */
+  accept(socket: Socket): void;
   /** Puts a renewed certificate in service for new connections; open ones keep theirs. */
   setCertificate(pair: { readonly key: string; readonly cert: string }): void;
   close(): Promise<void>;
@@ -84,6 +91,7 @@ export async function createFront(options: FrontOptions): Promise<Front> {
           options.logger.error({ err: String(err) }, 'tunnel acceptor failed; connection closed'),
         firstBytesWaitMs: options.firstBytesWaitMs,
         tunnelHeadWaitMs: options.tunnelHeadWaitMs,
+        keepPlainDeadlines: options.keepPlainDeadlines,
       },
     );
   } catch (err) {
@@ -91,6 +99,7 @@ export async function createFront(options: FrontOptions): Promise<Front> {
     await app.close();
     throw err;
   }
+  let handedOver = false;
   return {
     app,
     async listen(host, port, bound) {
@@ -98,6 +107,15 @@ export async function createFront(options: FrontOptions): Promise<Front> {
       await app.listen(bound === undefined ? { host, port } : ({ host, port, ...bound } as { host: string }));
       const address = app.server.address();
       return typeof address === 'object' && address !== null ? address.port : port;
+    },
+    accept(socket) {
+      // A worker's site never listens: 'listening' is what starts Node's own head and request deadlines,
+      // the connection guard and the front door's deadlines, so it is said once, before the first one.
+      if (!handedOver) {
+        handedOver = true;
+        app.server.emit('listening');
+      }
+      app.server.emit('connection', socket);
     },
     setCertificate(pair) {
       // setSecureContext resets every TLS setting it is not given (ciphers, minVersion): give them again.

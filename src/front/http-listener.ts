@@ -1,12 +1,21 @@
-// The plain-HTTP listener (port 80): it answers ACME HTTP-01 challenges from the challenge store the
-// CertificateManager fills, and sends everything else to HTTPS with a 301, as any web server set up for
-// TLS does (`return 301 https://$host$request_uri` in nginx). node:http is enough: two routes, no plugins,
-// and every byte of the answer is ours to choose.
+// The plain-HTTP listener (port 80): it sends every request to HTTPS with a 301, as a plain Node redirect
+// server does, and answers an ACME HTTP-01 challenge for a token the CertificateManager is waiting on.
+//
+// To a scanner it must be one more plain Node server, not facade: nmap knew the former answers by heart (a
+// malformed request got `400` + `Connection: close` + `Content-Length: 0`, word for word the "T-Home Telekom
+// Media Receiver httpd" of its database, shared by every facade server in the world). So everything here is
+// Node's own: its default timeouts, its answer to what its parser rejects (client-error.ts, as the site's), its
+// 400 to an HTTP/1.1 request without Host, and the redirect is `writeHead(301, { Location }); end()`, exactly
+// what the plain reference of test/probe (test/helpers/reference-server.ts) writes. The one difference is a
+// request for a token being validated right now, which gets its key authorization; any other path under
+// /.well-known/acme-challenge/ is redirected like the rest (an ACME CA follows the redirect to HTTPS and meets
+// the site's 404 there, which is what an unknown token deserves anyway).
 
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS } from '../core/limits.js';
 import type { Logger } from '../core/log.js';
+import { answerClientError } from './client-error.js';
 import { ConnectionGuard } from './connection-guard.js';
 
 /** RFC 8555 8.3: the token is base64url; refusing anything else keeps odd paths out of the map lookup. */
@@ -14,20 +23,14 @@ const TOKEN = /^[A-Za-z0-9_-]+$/;
 
 const CHALLENGE_PREFIX = '/.well-known/acme-challenge/';
 
-/** A client gets this long to send its request head (nginx client_header_timeout is 60 s). */
-export const HTTP_HEADERS_TIMEOUT_MS = 30_000;
-
-/** ... and this long for the whole request; nothing on port 80 takes a body. */
-export const HTTP_REQUEST_TIMEOUT_MS = 30_000;
-
-/** Idle keep-alive connections close after this long (Node's and Apache's default). */
-export const HTTP_KEEP_ALIVE_TIMEOUT_MS = 5_000;
-
 /** close(): requests in progress get this long, then their connections are destroyed (as the site's). */
 export const HTTP_CLOSE_GRACE_MS = 2_000;
 
 /** Host names and IPv4 (letters, digits, '-', '.', '_') or a bracketed IPv6 literal, then an optional port. */
 const HOST_HEADER = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:\d{1,5})?$/;
+
+/** The absolute form of a request target (RFC 9112 3.2.2), which a server must accept: its path is kept. */
+const ABSOLUTE_FORM = /^https?:\/\/[^/?#]*(.*)$/i;
 
 /** Where the listener finds the key authorization for a challenge token (certs/challenges.ts fills it). */
 export interface ChallengeLookup {
@@ -71,57 +74,46 @@ export async function startHttpListener(options: HttpListenerOptions): Promise<H
   const portSuffix =
     options.httpsPort === undefined || options.httpsPort === 443 ? '' : `:${options.httpsPort}`;
 
-  const server = createServer(
-    {
-      headersTimeout: HTTP_HEADERS_TIMEOUT_MS,
-      requestTimeout: HTTP_REQUEST_TIMEOUT_MS,
-      keepAliveTimeout: HTTP_KEEP_ALIVE_TIMEOUT_MS,
-    },
-    (req, res) => handleRequest(req, res),
-  );
+  // Node's defaults throughout (headersTimeout 60 s, requestTimeout 300 s, keep-alive 5 s, the 400 to an
+  // HTTP/1.1 request without Host): a plain redirect server sets none of them.
+  const server = createServer((req, res) => handleRequest(req, res));
 
   function handleRequest(req: IncomingMessage, res: ServerResponse): void {
     const target = req.url ?? '/';
+    if (answerChallenge(req, res, target)) return;
     const path = originFormPath(target);
-    if (path === undefined) {
-      send(res, 400, 'Bad Request');
+    const given = req.headers.host;
+    const host = given === undefined ? (options.defaultHost ?? localHost(req)) : hostWithoutPort(given);
+    if (path === undefined || host === undefined) {
+      // What Node itself answers to a request it cannot serve (an HTTP/1.1 request without Host).
+      res.writeHead(400, ['Connection', 'close']);
+      res.end();
       return;
     }
+    res.writeHead(301, { Location: `https://${host}${portSuffix}${path}` });
+    res.end();
+  }
 
-    if (path.startsWith(CHALLENGE_PREFIX) && (req.method === 'GET' || req.method === 'HEAD')) {
-      const token = path.slice(CHALLENGE_PREFIX.length).split('?', 1)[0]!;
-      const keyAuthorization = TOKEN.test(token) ? options.challenges.get(token) : undefined;
-      if (keyAuthorization === undefined) {
-        log.info({ token, remote: req.socket.remoteAddress }, 'unknown ACME challenge token');
-        send(res, 404, 'Not Found');
-        return;
-      }
-      log.info(
-        { token, remote: req.socket.remoteAddress, userAgent: req.headers['user-agent'] },
-        'answered ACME HTTP-01 challenge',
-      );
-      res.writeHead(200, {
-        'content-type': 'application/octet-stream',
-        'content-length': Buffer.byteLength(keyAuthorization),
-        'cache-control': 'no-store',
-      });
-      res.end(req.method === 'HEAD' ? undefined : keyAuthorization);
-      return;
+  /** Answers a GET or HEAD for a token being validated now; false for everything else. */
+  function answerChallenge(req: IncomingMessage, res: ServerResponse, target: string): boolean {
+    if (!target.startsWith(CHALLENGE_PREFIX) || (req.method !== 'GET' && req.method !== 'HEAD')) return false;
+    const token = target.slice(CHALLENGE_PREFIX.length).split('?', 1)[0] as string;
+    const keyAuthorization = TOKEN.test(token) ? options.challenges.get(token) : undefined;
+    if (keyAuthorization === undefined) {
+      log.info({ token, remote: req.socket.remoteAddress }, 'unknown ACME challenge token; redirected');
+      return false;
     }
-
-    const host = hostWithoutPort(req.headers.host) ?? options.defaultHost;
-    if (host === undefined) {
-      send(res, 400, 'Bad Request');
-      return;
-    }
-    const location = `https://${host}${portSuffix}${path}`;
-    const body = `<html>\r\n<head><title>301 Moved Permanently</title></head>\r\n<body>\r\n<center><h1>301 Moved Permanently</h1></center>\r\n</body>\r\n</html>\r\n`;
-    res.writeHead(301, {
-      location,
-      'content-type': 'text/html',
-      'content-length': Buffer.byteLength(body),
+    log.info(
+      { token, remote: req.socket.remoteAddress, userAgent: req.headers['user-agent'] },
+      'answered ACME HTTP-01 challenge',
+    );
+    res.writeHead(200, {
+      'content-type': 'application/octet-stream',
+      'content-length': Buffer.byteLength(keyAuthorization),
+      'cache-control': 'no-store',
     });
-    res.end(req.method === 'HEAD' ? undefined : body);
+    res.end(req.method === 'HEAD' ? undefined : keyAuthorization);
+    return true;
   }
 
   // The same limits as the website: beyond them a connection is closed as soon as it is accepted.
@@ -133,14 +125,8 @@ export async function startHttpListener(options: HttpListenerOptions): Promise<H
   });
   guard.install(server, false);
 
-  // A malformed request line or a header timeout: answer 400 like other servers, never throw.
-  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
-    if (socket.writable && err.code !== 'ECONNRESET') {
-      socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
-    } else {
-      socket.destroy();
-    }
-  });
+  // The site's answer to what the parser rejects, which is Node's own (client-error.ts); never throws.
+  server.on('clientError', answerClientError);
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -169,30 +155,31 @@ export async function startHttpListener(options: HttpListenerOptions): Promise<H
 }
 
 /**
- * The path and query of a request target: origin-form as is, absolute-form ('http://host/p?q', which
- * proxies send) reduced to its path. undefined for '*' and anything else that is not a path.
+ * The path and query of a request target: origin-form as is, absolute-form ('http://host/p?q') reduced to its
+ * path. undefined for '*' (OPTIONS) and anything else that is not a path.
  */
 function originFormPath(target: string): string | undefined {
   if (target.startsWith('/')) return target;
-  if (/^https?:\/\//i.test(target)) {
-    try {
-      const url = new URL(target);
-      return `${url.pathname}${url.search}`;
-    } catch {
-      return undefined;
-    }
-  }
-  return undefined;
+  const absolute = ABSOLUTE_FORM.exec(target);
+  if (absolute === null) return undefined;
+  const rest = absolute[1] as string;
+  return rest.startsWith('/') ? rest : `/${rest}`;
 }
 
-/** The Host header without its port, or undefined when missing or not a plain host name / address. */
-function hostWithoutPort(header: string | undefined): string | undefined {
-  if (header === undefined) return undefined;
+/** The Host header without its port, or undefined when it is not a plain host name or address. */
+function hostWithoutPort(header: string): string | undefined {
   const match = HOST_HEADER.exec(header.trim());
   return match === null ? undefined : match[1];
 }
 
-function send(res: ServerResponse, status: number, text: string): void {
-  res.writeHead(status, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(text) });
-  res.end(text);
+/**
+ * The address the client connected to, for an HTTP/1.0 request without Host (as Apache and nginx fall back to
+ * their server's own name): nothing the client did not already know.
+ */
+function localHost(req: IncomingMessage): string | undefined {
+  const address = req.socket.localAddress;
+  if (address === undefined) return undefined;
+  const v4 = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (v4 !== null) return v4[1];
+  return address.includes(':') ? `[${address}]` : address;
 }

@@ -9,9 +9,10 @@
 // - any unknown path, dotfile or directory without an index gets the 404 page (404.html of the site folder, read
 //   once at start; a built-in page when the folder has none). Clean URLs: /about serves about.html.
 // - malformed URLs (bad percent-encoding) get a small HTML 400 page; server faults a 500 page; never JSON.
-// - requests the HTTP parser rejects (bad request line, bad header, unknown method) get an HTML 400 (431 for an
-//   oversized head) with `Connection: close`; a client that does not finish its request head within
-//   SITE_HEADERS_TIMEOUT_MS is disconnected without an answer, as nginx does.
+// - requests the HTTP parser rejects (bad request line, bad header, unknown method, an oversized head) and heads
+//   not finished within SITE_HEADERS_TIMEOUT_MS get exactly what Node's own http.Server sends by default
+//   (client-error.ts: a bare 400, 431 or 408 with `Connection: close`, then the connection closes), the same
+//   answer as the port-80 listener's and every plain Node server's.
 // - a file (or folder) of the site folder whose real path is outside it (a symlink out) is not part of the
 //   site: the 404 page, as for an unknown path.
 // - connections: at most `maxConnections` open, `maxConnectionsPerAddress` per source address, and a TLS
@@ -23,7 +24,7 @@
 import { readFileSync, realpathSync, statSync } from 'node:fs';
 import { STATUS_CODES } from 'node:http';
 import type { Http2SecureServer } from 'node:http2';
-import type { Server as NetServer, Socket } from 'node:net';
+import type { Server as NetServer } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import fastifyCompress from '@fastify/compress';
@@ -44,6 +45,7 @@ import {
   MAX_REQUEST_HEAD_BYTES,
 } from '../core/limits.js';
 import type { Logger } from '../core/log.js';
+import { answerClientError } from './client-error.js';
 import { ConnectionGuard } from './connection-guard.js';
 
 // --- timeouts: those of a stock nginx, so the decoy's connection behaviour is that of a common web server -----
@@ -198,7 +200,7 @@ export function createSiteApp(options: SiteOptions): FastifyInstance {
     // A URL longer than the default 100-character parameter limit would get Fastify's JSON 414; the request
     // head limit already bounds it.
     routerOptions: { maxParamLength: MAX_REQUEST_HEAD_BYTES },
-    // Framing errors are answered as a web server does, not as a JSON API.
+    // Framing errors and slow heads get Node's own answer (Fastify's default would write JSON).
     clientErrorHandler: answerClientError,
     // Fastify answers these outside the route lifecycle, so the onSend hook does not run: headers set here.
     frameworkErrors: (_error, _request, reply) => {
@@ -449,40 +451,6 @@ function errorPageHtml(status: number): string {
 /** A small error page in the style of a stock web server; 404s get the site's own page instead. */
 function sendErrorPage(reply: FastifyReply, status: number): void {
   reply.code(status).type(HTML_TYPE).send(errorPageHtml(status));
-}
-
-/**
- * Raw-socket answer to requests the HTTP/1 parser rejected (Fastify's default writes JSON). No request object
- * exists, so no hook runs: the security headers are written here.
- */
-function answerClientError(error: Error & { code?: string }, socket: Socket): void {
-  if (error.code === 'ECONNRESET' || socket.destroyed) return;
-  // Node routes TLS handshake failures (its handshake timeout included) here too. Before the handshake there is
-  // no one to answer: an answer would wait in the TLS layer forever and hold the connection, so close it, as
-  // Fastify's default handler does (its answer never leaves the TLS layer either).
-  if (
-    error.code === 'ERR_TLS_HANDSHAKE_TIMEOUT' ||
-    (socket as Socket & { secureConnecting?: boolean }).secureConnecting === true
-  ) {
-    socket.destroy();
-    return;
-  }
-  // nginx closes a connection whose request head is too slow without answering; so do we.
-  if (error.code === 'ERR_HTTP_REQUEST_TIMEOUT' || !socket.writable) {
-    socket.destroy();
-    return;
-  }
-  const status = error.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400;
-  const body = errorPageHtml(status);
-  const overTls = (socket as { encrypted?: boolean }).encrypted === true;
-  let head =
-    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nDate: ${new Date().toUTCString()}\r\n` +
-    `Content-Type: ${HTML_TYPE}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n`;
-  if (overTls) head += `Strict-Transport-Security: ${HSTS_VALUE}\r\n`;
-  for (const [name, value] of STATIC_SECURITY_HEADERS) head += `${name}: ${value}\r\n`;
-  // end() flushes the answer (and TLS close_notify) before the close; destroy() could drop it.
-  socket.once('finish', () => socket.destroy());
-  socket.end(`${head}\r\n${body}`);
 }
 
 function findDefaultSiteDir(): string {

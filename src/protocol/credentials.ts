@@ -163,10 +163,27 @@ export function keyFromSeed(user: string, seed: Buffer): UserKey {
  * name and password first. The client runs it once at start; `facade user add` to get the public key.
  */
 export async function deriveUserKey(realm: string, user: string, password: string): Promise<UserKey> {
+  return keyFromSeed(user, await deriveUserSeed(realm, user, password));
+}
+
+/**
+ * The seed of the user's key pair on the installation whose tunnel path is `realm` (slow: one scrypt). It is
+ * what an invite carries instead of the password: it opens this installation's tunnel as this user and
+ * nothing else, while a password a person chose may open other things too.
+ */
+export async function deriveUserSeed(realm: string, user: string, password: string): Promise<Buffer> {
   validateUserName(user);
   validatePassword(user, password);
   if (realm === '') throw new RangeError('the realm (tunnel path) must not be empty');
-  return keyFromSeed(user, await scryptAsync(password, saltFor(realm, user)));
+  return scryptAsync(password, saltFor(realm, user));
+}
+
+/**
+ * A generated credential: 32 random bytes used as the seed directly. It has full entropy, so no scrypt
+ * stands between it and the key, and no password exists for it; the invite is the only copy.
+ */
+export function randomSeed(): Buffer {
+  return randomBytes(SEED_LENGTH);
 }
 
 /** A raw 32-byte Ed25519 public key as a KeyObject; throws on anything else. */

@@ -8,6 +8,8 @@
 //   TUN removal at exit      closing the fd removes the (non-persistent) device; no capability
 //   routes and addresses     none after start-up: every client is in the pool prefix, which is the TUN's
 //                            own kernel route; the server runs `ip` only in start-up (server.ts)
+//   workers (--workers N)    forked after the switch: never privileged; each inherits its TUN queue fd
+//   steering map updates     through the BPF map's fd, opened at start-up; no capability (Linux ≥ 6.5)
 //   ports 443 and 80         bound before the switch (bound-port.ts), served only after it
 //   ACME                     orders over outgoing HTTPS, challenges on the bound port 80, files in the
 //                            state directory, which is chowned to the user before the switch

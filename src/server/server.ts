@@ -4,15 +4,20 @@
 // Steps, in order, each registering what it opened on one Disposer (closed in reverse on failure and on
 // shutdown): state directory and users (cheap checks that fail fast) ─► address pool ─► certificate
 // files (operator's or self-signed; no network) ─► TUN ─► ports 80 and 443 bound ─► root dropped
-// (privileges.ts) ─► port 80 served ─► ACME ─► engine ─► the front (site + front door + acceptor) ─►
-// port 443 served ─► timers. Everything up to the drop is what needs root; nothing that answers the
+// (privileges.ts) ─► port 80 served ─► ACME ─► the data plane ─► port 443 served ─► timers.
+//
+// The data plane is one of two (the rest is the same):
+//   --workers 1   engine and front (site + front door + acceptor) in this process, on a one-queue TUN;
+//   --workers N   this process is the primary: a TUN with N queues and steering (net/tun-queues.ts), the
+//                 leases for all (lease-service.ts), N worker processes forked after the drop, each with
+//                 its own engine and front on its queue (worker.ts), and port 443 accepted here and
+//                 handed to them in turn (workers.ts). Everything up to the drop is what needs root; nothing that answers the
 // network (the site, TLS, ACME, port 80) starts before it (bound-port.ts). The public port is served last,
 // so only when everything behind it works; a failure at any step leaves nothing open and rethrows the
 // coded error (the command exits with its code).
 
-import { readFile } from 'node:fs/promises';
-import { isIP } from 'node:net';
-import { hostname } from 'node:os';
+import { readFile, writeFile } from 'node:fs/promises';
+import { createServer, isIP } from 'node:net';
 import { join } from 'node:path';
 import { CertificateManager, LETS_ENCRYPT_PRODUCTION, LETS_ENCRYPT_STAGING } from '../certs/acme.js';
 import { type CertificatePair, checkCertificatePair, ensureStateDir } from '../certs/cert-store.js';
@@ -22,19 +27,24 @@ import type { ListenAddress, ServerConfig } from '../config/schema.js';
 import { facadeError } from '../core/errors.js';
 import { TUN_TX_QUEUE_PACKETS } from '../core/limits.js';
 import type { Logger } from '../core/log.js';
-import { TunnelEngine } from '../engine/engine.js';
+import { type EngineStats, type PushedSettings, type SessionStatus, TunnelEngine } from '../engine/engine.js';
 import { AddressPool } from '../engine/pool.js';
-import { createFront, type Front } from '../front/front.js';
+import { createFront } from '../front/front.js';
 import { type HttpListener, startHttpListener } from '../front/http-listener.js';
 import { SITE_DEFAULT_DIR } from '../front/site.js';
 import { addAddress, setLinkUp, setMtu, setTxQueueLength } from '../net/ifconfig.js';
-import { TunDevice } from '../net/tun.js';
+import { TunDevice, type TunStats } from '../net/tun.js';
+import { TunQueues } from '../net/tun-queues.js';
 import { createAuthenticator } from '../users/authenticator.js';
 import { UsersFile } from '../users/users-file.js';
+import { startAdminSocket } from './admin-socket.js';
 import { BoundPort } from './bound-port.js';
 import { Disposer } from './disposer.js';
+import { LeaseService } from './lease-service.js';
+import { startNat } from './nat.js';
 import { dropPrivileges } from './privileges.js';
-import { type StatusSnapshot, writeStatusFile } from './status.js';
+import { type StatusSnapshot, type WorkerStatus, writeStatusFile } from './status.js';
+import { WorkerSet } from './workers.js';
 
 /** How often the users file is checked for changes (`facade user add` while the server runs). */
 const USERS_RELOAD_MS = 5_000;
@@ -42,9 +52,6 @@ const USERS_RELOAD_MS = 5_000;
 const STATUS_WRITE_MS = 2_000;
 
 export interface RunningServer {
-  readonly front: Front;
-  readonly engine: TunnelEngine;
-  readonly tun: TunDevice;
   readonly port: number;
   /** 'sha256:…' of the served certificate when it is self-signed (what clients pin). */
   readonly fingerprint: string | undefined;
@@ -56,9 +63,30 @@ export interface RunningServer {
   readonly failed: Promise<Error>;
   /** The snapshot `facade status` shows. */
   status(): StatusSnapshot;
+  /**
+   * Applies what can change while sessions run (SIGHUP with the re-read config): log level, pushed routes,
+   * DNS and keepalive for new sessions, and the users file; names what else changed and needs a restart.
+   */
+  reload(next: ServerConfig): Promise<ReloadResult>;
   /** Closes everything, last opened first. Idempotent. */
   close(): Promise<void>;
 }
+
+export interface ReloadResult {
+  /** Settings now in force (and `users` when the users file was re-read with changes). */
+  readonly applied: string[];
+  /** Settings that differ from the running ones and take effect only at the next start. */
+  readonly needsRestart: string[];
+}
+
+/** The settings a reload applies; every other difference needs a restart. */
+const LIVE_SETTINGS: ReadonlySet<keyof ServerConfig> = new Set([
+  'logLevel',
+  'routes',
+  'dns',
+  'dnsDomains',
+  'keepaliveMs',
+]);
 
 export async function startServer(config: ServerConfig, logger: Logger): Promise<RunningServer> {
   const disposer = new Disposer(logger);
@@ -111,17 +139,47 @@ async function assemble(config: ServerConfig, logger: Logger, disposer: Disposer
   );
   let tls = loaded.tls;
 
-  // --- TUN and the tunnel engine ----------------------------------------------------------------------
-  const tun = disposer.add('TUN', TunDevice.open({ name: config.tunName, vnetHdr: config.offload }), (t) =>
-    t.close(),
-  );
-  await setMtu(tun.name, config.mtu);
-  await setTxQueueLength(tun.name, TUN_TX_QUEUE_PACKETS);
-  await addAddress(tun.name, `${pool.serverIpv4}/${pool.prefix4}`);
-  if (pool.serverIpv6 !== undefined) await addAddress(tun.name, `${pool.serverIpv6}/${pool.prefix6}`);
-  await setLinkUp(tun.name);
+  // --- TUN: one queue, or one per worker with steering -----------------------------------------------
+  const queues =
+    config.workers > 1
+      ? disposer.add(
+          'TUN queues',
+          TunQueues.open({
+            name: config.tunName,
+            queues: config.workers,
+            vnetHdr: config.offload,
+            maxAddresses: (pool.stats().size + 1) * (pool.ipv6Cidr === undefined ? 1 : 2),
+          }),
+          (q) => q.close(),
+        )
+      : undefined;
+  const tun =
+    queues === undefined
+      ? disposer.add('TUN', TunDevice.open({ name: config.tunName, vnetHdr: config.offload }), (t) =>
+          t.close(),
+        )
+      : undefined;
+  const tunName = queues?.name ?? (tun as TunDevice).name;
+  await setMtu(tunName, config.mtu);
+  await setTxQueueLength(tunName, TUN_TX_QUEUE_PACKETS);
+  await addAddress(tunName, `${pool.serverIpv4}/${pool.prefix4}`);
+  if (pool.serverIpv6 !== undefined) await addAddress(tunName, `${pool.serverIpv6}/${pool.prefix6}`);
+  await setLinkUp(tunName);
   // The server runs no `ip` command after this point (privileges.ts): every client is in the pool prefix,
-  // the TUN's own kernel route.
+  // the TUN's own kernel route; with workers, the steering map sends each address to its worker's queue.
+  if (queues !== undefined && config.clientToClient) await forwardBetweenQueues(tunName, config, logger);
+  // --nat: forwarding and facade's own nftables table, held by a root nft that outlives the drop (nat.ts).
+  if (config.nat !== undefined) {
+    const nat = await startNat({
+      iface: config.nat.iface,
+      pool4: pool.ipv4Cidr,
+      pool6: pool.ipv6Cidr,
+      tunName,
+      mtu: config.mtu,
+      logger,
+    });
+    disposer.add('NAT rules', nat, (n) => n.close());
+  }
 
   // --- ports, bound as root and served after the drop ---------------------------------------------------
   const httpPort = await bindHttpPort(config, certificates !== undefined, logger, disposer);
@@ -183,43 +241,13 @@ async function assemble(config: ServerConfig, logger: Logger, disposer: Disposer
     reportFailure(err);
     if (running) void close();
   };
-  const engine = disposer.add(
-    'tunnel engine',
-    new TunnelEngine({
-      tun,
-      pool,
-      logger,
-      mtu: config.mtu,
-      keepaliveMs: config.keepaliveMs,
-      clientToClient: config.clientToClient,
-      routes: config.routes,
-      dns: config.dns,
-      dnsDomains: config.dnsDomains,
-      staticAddresses: (user) => users.get(user),
-      onFatal,
-    }),
-    (e) => e.close(),
-  );
-
-  // --- the website, with the front door in it ---------------------------------------------------------
-  const front = disposer.add(
-    'website',
-    await createFront({
-      siteDir: config.site,
-      upstream: config.upstream,
-      tls,
-      tunnelPath: config.tunnelPath,
-      authenticate: createAuthenticator(users),
-      host: engine,
-      logger,
-    }),
-    (f) => f.close(),
-  );
-  // Sessions end before the site closes: the site's close waits for every connection, tunnels included.
-  disposer.defer('tunnel sessions', () => engine.close());
-  const port = await front.listen(config.listen.host, config.listen.port, sitePort.handOver());
+  const plane =
+    queues === undefined
+      ? await inProcessPlane(config, logger, disposer, { tun: tun as TunDevice, pool, users, tls, onFatal })
+      : await workerPlane(config, logger, disposer, { queues, pool, tls, onFatal });
+  const port = await plane.listen(sitePort.handOver());
   certificates?.on('certificate', (pair) => {
-    front.setCertificate(pair);
+    plane.setCertificate(pair);
     logger.info({ domain: config.domain }, 'renewed certificate in service');
   });
 
@@ -246,11 +274,12 @@ async function assemble(config: ServerConfig, logger: Logger, disposer: Disposer
     pid: process.pid,
     updated: new Date().toISOString(),
     listen,
-    tun: tun.name,
+    tun: tunName,
     pool: pool.stats(),
-    engine: engine.stats,
-    tunStats: tun.stats,
-    sessions: engine.sessions(),
+    workers: plane.workers(),
+    engine: plane.engineStats(),
+    tunStats: plane.tunStats(),
+    sessions: plane.sessions(),
   });
   // A failure is said once, and again only after a write succeeded in between: not every 2 s.
   let statusFailing = false;
@@ -273,11 +302,48 @@ async function assemble(config: ServerConfig, logger: Logger, disposer: Disposer
   statusTimer.unref();
   disposer.defer('status timer', () => clearInterval(statusTimer));
   void writeStatus();
+  // `facade status` asks here (0600, in the state directory, made by the unprivileged user).
+  disposer.add('admin socket', await startAdminSocket(config.stateDir, status), (admin) => admin.close());
+
+  // SIGHUP's reload: the running settings, as far as a reload changed them.
+  let current = config;
+  const reload = async (next: ServerConfig): Promise<ReloadResult> => {
+    const applied: string[] = [];
+    const needsRestart: string[] = [];
+    for (const key of Object.keys(next) as (keyof ServerConfig)[]) {
+      if (JSON.stringify(current[key]) === JSON.stringify(next[key])) continue;
+      (LIVE_SETTINGS.has(key) ? applied : needsRestart).push(key);
+    }
+    current = {
+      ...current,
+      logLevel: next.logLevel,
+      routes: next.routes,
+      dns: next.dns,
+      dnsDomains: next.dnsDomains,
+      keepaliveMs: next.keepaliveMs,
+    };
+    logger.level = current.logLevel;
+    plane.reconfigure(
+      {
+        routes: current.routes,
+        dns: current.dns,
+        dnsDomains: current.dnsDomains,
+        keepaliveMs: current.keepaliveMs,
+      },
+      current.logLevel,
+    );
+    if (await users.reloadIfChanged().catch(() => false)) {
+      applied.push('users');
+      reserveStatics();
+    }
+    return { applied, needsRestart };
+  };
 
   logger.info(
     {
       listen,
-      tun: tun.name,
+      tun: tunName,
+      workers: config.workers,
       serverAddress: pool.serverIpv4,
       pool: config.pool,
       pool6: config.pool6,
@@ -296,16 +362,153 @@ async function assemble(config: ServerConfig, logger: Logger, disposer: Disposer
   if (fatal !== undefined) throw fatal;
   running = true;
   return {
-    front,
-    engine,
-    tun,
     port,
     fingerprint,
     certificates,
     failed,
     status,
+    reload,
     close,
   };
+}
+
+/** What serves port 443 and moves packets, whichever way it is built. */
+interface DataPlane {
+  /** Serves the bound site port; resolves with the port number. */
+  listen(bound: { handle: unknown }): Promise<number>;
+  setCertificate(pair: CertificatePair): void;
+  sessions(): SessionStatus[];
+  engineStats(): EngineStats;
+  tunStats(): TunStats;
+  workers(): WorkerStatus[] | undefined;
+  /** A reload: pushed settings for new sessions, the log level (in workers too), the users file. */
+  reconfigure(pushed: PushedSettings, logLevel: string): void;
+}
+
+/** --workers 1: the engine and the front in this process, on the one-queue TUN. */
+async function inProcessPlane(
+  config: ServerConfig,
+  logger: Logger,
+  disposer: Disposer,
+  parts: {
+    tun: TunDevice;
+    pool: AddressPool;
+    users: UsersFile;
+    tls: CertificatePair | undefined;
+    onFatal: (err: Error) => void;
+  },
+): Promise<DataPlane> {
+  const { tun, pool, users } = parts;
+  const engine = disposer.add(
+    'tunnel engine',
+    new TunnelEngine({
+      tun,
+      pool,
+      logger,
+      mtu: config.mtu,
+      keepaliveMs: config.keepaliveMs,
+      clientToClient: config.clientToClient,
+      routes: config.routes,
+      dns: config.dns,
+      dnsDomains: config.dnsDomains,
+      staticAddresses: (user) => users.get(user),
+      onFatal: parts.onFatal,
+    }),
+    (e) => e.close(),
+  );
+  const front = disposer.add(
+    'website',
+    await createFront({
+      siteDir: config.site,
+      upstream: config.upstream,
+      tls: parts.tls,
+      tunnelPath: config.tunnelPath,
+      authenticate: createAuthenticator(users),
+      host: engine,
+      logger,
+    }),
+    (f) => f.close(),
+  );
+  // Sessions end before the site closes: the site's close waits for every connection, tunnels included.
+  disposer.defer('tunnel sessions', () => engine.close());
+  return {
+    listen: (bound) => front.listen(config.listen.host, config.listen.port, bound),
+    setCertificate: (pair) => front.setCertificate(pair),
+    sessions: () => engine.sessions(),
+    engineStats: () => engine.stats,
+    tunStats: () => tun.stats,
+    workers: () => undefined,
+    reconfigure: (pushed) => engine.reconfigure(pushed),
+  };
+}
+
+/**
+ * --workers N: the workers are forked (as the unprivileged user: root is gone by now) and port 443 is
+ * accepted here and handed to them in turn (workers.ts).
+ */
+async function workerPlane(
+  config: ServerConfig,
+  logger: Logger,
+  disposer: Disposer,
+  parts: {
+    queues: TunQueues;
+    pool: AddressPool;
+    tls: CertificatePair | undefined;
+    onFatal: (err: Error) => void;
+  },
+): Promise<DataPlane> {
+  const workers = new WorkerSet({
+    config,
+    queues: parts.queues,
+    leases: new LeaseService(parts.pool, parts.queues),
+    tls: parts.tls,
+    logger,
+    onFatal: parts.onFatal,
+  });
+  disposer.add('workers', workers, (w) => w.close());
+  await workers.start();
+  const acceptor = createServer({ pauseOnConnect: true }, (socket) => workers.dispatch(socket));
+  // Closing stops the accepting at once. Not waited for: the handed-over connections still count as
+  // this server's in Node (its close callback would wait for them), but the workers own and end them.
+  disposer.add('website port (primary)', acceptor, (server) => {
+    server.close();
+  });
+  return {
+    listen: (bound) =>
+      new Promise<number>((resolve, reject) => {
+        acceptor.once('error', reject);
+        acceptor.listen(bound, () => {
+          acceptor.off('error', reject);
+          const address = acceptor.address();
+          resolve(typeof address === 'object' && address !== null ? address.port : config.listen.port);
+        });
+      }),
+    setCertificate: (pair) => workers.setCertificate(pair),
+    sessions: () => workers.sessions(),
+    engineStats: () => workers.engineStats(),
+    tunStats: () => workers.tunStats(),
+    workers: () => workers.workers(),
+    reconfigure: (pushed, logLevel) => workers.reconfigure(pushed, logLevel),
+  };
+}
+
+/**
+ * Client-to-client with workers: a packet between clients of two workers leaves one worker's queue into
+ * the kernel, which must route it back out of the same device (to the other worker's queue). IPv4
+ * forwarding is a per-device switch, set on this device only; redirects are off (the kernel would tell
+ * the client to talk to its peer "directly", which a tunnel cannot). IPv6 forwarding is host-wide: it is
+ * not changed here, and the log says when IPv6 client-to-client needs it.
+ */
+async function forwardBetweenQueues(tunName: string, config: ServerConfig, logger: Logger): Promise<void> {
+  const conf = `/proc/sys/net/ipv4/conf/${tunName}`;
+  await writeFile(`${conf}/forwarding`, '1\n');
+  await writeFile(`${conf}/send_redirects`, '0\n');
+  if (config.pool6 === undefined) return;
+  const v6 = await readFile('/proc/sys/net/ipv6/conf/all/forwarding', 'utf8').catch(() => '0');
+  if (v6.trim() !== '1')
+    logger.warn(
+      'client-to-client over IPv6 between clients of different workers needs net.ipv6.conf.all.forwarding=1 (IPv4 works)',
+    );
 }
 
 /**
@@ -353,8 +556,12 @@ async function loadCertificates(
       (c) => c.close(),
     );
   } else {
-    const names = [hostname()];
-    if (config.listen.host !== '0.0.0.0' && config.listen.host !== '::') names.unshift(config.listen.host);
+    // Only names asked for: never the machine's host name, which a scanner would read in the certificate.
+    const wildcard = config.listen.host === '0.0.0.0' || config.listen.host === '::';
+    const names =
+      config.selfSignedNames.length > 0
+        ? [...config.selfSignedNames]
+        : [wildcard ? 'localhost' : config.listen.host];
     const selfSigned = await loadOrCreateSelfSigned(config.stateDir, { names });
     tls = selfSigned;
     fingerprint = selfSigned.fingerprint;

@@ -16,9 +16,23 @@ export interface StatusSnapshot {
   readonly listen: string;
   readonly tun: string;
   readonly pool: PoolStats;
+  /** With --workers N: each worker process (absent with one process). */
+  readonly workers?: readonly WorkerStatus[] | undefined;
+  /** Summed over the workers. */
   readonly engine: EngineStats;
   readonly tunStats: TunStats;
-  readonly sessions: readonly SessionStatus[];
+  /** With --workers N each carries `worker`, the index of the worker holding it. */
+  readonly sessions: readonly (SessionStatus & { readonly worker?: number })[];
+}
+
+export interface WorkerStatus {
+  readonly index: number;
+  readonly pid: number | undefined;
+  /** Serving (false while it starts or restarts). */
+  readonly ready: boolean;
+  readonly sessions: number;
+  /** Times it was restarted after a crash. */
+  readonly restarts: number;
 }
 
 /** Where the server keeps its last snapshot. */

@@ -132,6 +132,11 @@ export class Session implements FrameSink {
     echoDrops: 0,
   };
   readonly startedAt = Date.now();
+  /**
+   * When the peer was last heard from, to the keepalive interval (noted at each tick, never per packet):
+   * what `facade status` shows as "last seen".
+   */
+  lastHeardAt = this.startedAt;
 
   private readonly socket: Duplex;
   private readonly sink: SessionSink;
@@ -442,6 +447,7 @@ export class Session implements FrameSink {
   private readonly onKeepaliveTick = (): void => {
     if (this.stats.bytesIn !== this.bytesInAtLastTick) {
       this.bytesInAtLastTick = this.stats.bytesIn;
+      this.lastHeardAt = Date.now();
       this.idleTicks = 0;
       return;
     }

@@ -166,12 +166,38 @@ export class UsersFile {
     const realm = realmOf(tunnelPath);
     checkRealm(this.path, { users: this.#users, realm: this.#realm }, realm);
     const { publicKey } = await deriveUserKey(tunnelPath, name, password);
-    // Checked again: another add may have finished while scrypt ran.
+    // Checked again (in addKey): another add may have finished while scrypt ran.
+    return this.addKey(name, publicKey, tunnelPath, statics);
+  }
+
+  /**
+   * Adds a user whose public key is already known (a generated credential, `facade init` and
+   * `facade user invite --new-key`), in memory; call save(). Throws as add() does.
+   */
+  addKey(name: string, publicKey: Buffer, tunnelPath: string, statics: StaticAddresses = {}): UserRecord {
+    validateUserName(name);
     if (this.#users.has(name)) throw facadeError('USER_EXISTS', [name, this.path]);
+    checkStaticAddresses(this.path, name, statics);
+    const realm = realmOf(tunnelPath);
     checkRealm(this.path, { users: this.#users, realm: this.#realm }, realm);
     const record = makeRecord(name, publicKey, new Date().toISOString(), statics);
     this.#users.set(name, record);
     this.#realm = realm;
+    return record;
+  }
+
+  /**
+   * Gives an existing user a new public key, keeping their static addresses (in memory; call save()): the
+   * old password or invite stops opening tunnels at the next connect. Throws USER_UNKNOWN.
+   */
+  replaceKey(name: string, publicKey: Buffer): UserRecord {
+    const current = this.#users.get(name);
+    if (current === undefined) throw facadeError('USER_UNKNOWN', [name, this.path]);
+    const record = makeRecord(name, publicKey, new Date().toISOString(), {
+      ipv4: current.staticIpv4,
+      ipv6: current.staticIpv6,
+    });
+    this.#users.set(name, record);
     return record;
   }
 

@@ -22,15 +22,15 @@ export interface FacadeProcess {
 /**
  * Starts `facade ARGS` inside `ns`, or in this process's own namespace when `ns` is null (for a server on
  * loopback; its TUN lives as long as the process, so stop() it in an after hook). `wrapper` is a command
- * that execs the rest of its arguments, put in front of node (e.g. setpriv dropping a capability).
+ * that execs the rest of its arguments, put in front of node (e.g. setpriv dropping a capability); `cli` another build of facade's cli.js (the Docker image's, test/netns/docker-steps.test.ts).
  */
 export function startFacade(
   ns: Netns | null,
   args: readonly string[],
-  options: { env?: NodeJS.ProcessEnv; wrapper?: readonly string[] } = {},
+  options: { env?: NodeJS.ProcessEnv; wrapper?: readonly string[]; cli?: string } = {},
 ): FacadeProcess {
   const spawnOptions = options.env === undefined ? {} : { env: options.env };
-  const [cmd, ...cmdArgs] = [...(options.wrapper ?? []), process.execPath, CLI, ...args] as [
+  const [cmd, ...cmdArgs] = [...(options.wrapper ?? []), process.execPath, options.cli ?? CLI, ...args] as [
     string,
     ...string[],
   ];

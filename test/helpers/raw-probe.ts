@@ -1,13 +1,15 @@
-// Raw probes over TLS: open a connection, send exact bytes (in steps, with pauses), and record everything the
-// server writes and whether and when it closes. The probe suite compares these records between facade and a
-// plain site server; nothing here interprets HTTP beyond masking per-request header values.
+// Raw probes over TLS (port 443) or plain TCP (port 80): open a connection, send exact bytes (in steps, with
+// pauses), and record everything the server writes and whether and when it closes. The probe suite compares
+// these records between facade and a plain site server; nothing here interprets HTTP beyond masking
+// per-request header values.
 
+import net from 'node:net';
 import tls, { type TLSSocket } from 'node:tls';
 
 export interface ProbeStep {
   /**
    * Bytes to send; an empty string sends nothing (useful to only wait). A function makes them for the
-   * connection (a tunnel credential signed over its TLS exporter).
+   * connection (a tunnel credential signed over its TLS exporter; TLS probes only).
    */
   readonly data: string | Buffer | ((socket: TLSSocket) => string | Buffer);
   /** Pause before this step, in ms. */
@@ -39,16 +41,23 @@ export interface ProbeResult {
 
 const DEFAULT_IDLE_MS = 1500;
 
-/** Sends one probe to 127.0.0.1:port over TLS (any certificate accepted) and records the answer. */
-export function sendProbe(port: number, probe: Probe): Promise<ProbeResult> {
+/**
+ * Sends one probe to 127.0.0.1:port over TLS (any certificate accepted), or over plain TCP with
+ * `{ tls: false }` (port 80), and records the answer.
+ */
+export function sendProbe(port: number, probe: Probe, options: { tls?: boolean } = {}): Promise<ProbeResult> {
+  const overTls = options.tls ?? true;
   return new Promise((resolve, reject) => {
-    const socket = tls.connect({
-      host: '127.0.0.1',
-      port,
-      servername: 'localhost',
-      rejectUnauthorized: false,
-      ALPNProtocols: [...(probe.alpn ?? ['http/1.1'])],
-    });
+    const socket = overTls
+      ? tls.connect({
+          host: '127.0.0.1',
+          port,
+          servername: 'localhost',
+          rejectUnauthorized: false,
+          ALPNProtocols: [...(probe.alpn ?? ['http/1.1'])],
+        })
+      : net.connect({ host: '127.0.0.1', port });
+    let connected = false;
     const chunks: Buffer[] = [];
     let lastSentAt = 0;
     let idleTimer: NodeJS.Timeout | undefined;
@@ -60,7 +69,7 @@ export function sendProbe(port: number, probe: Probe): Promise<ProbeResult> {
       if (idleTimer !== undefined) clearTimeout(idleTimer);
       resolve({
         name: probe.name,
-        alpn: socket.alpnProtocol ?? false,
+        alpn: (socket as Partial<TLSSocket>).alpnProtocol ?? false,
         response: Buffer.concat(chunks).toString('latin1'),
         closedBy,
         closeAfterMs: closedBy === 'server' ? Date.now() - lastSentAt : null,
@@ -78,8 +87,8 @@ export function sendProbe(port: number, probe: Probe): Promise<ProbeResult> {
     });
     socket.on('close', () => finish('server'));
     socket.on('error', (err: NodeJS.ErrnoException) => {
-      // A reset after the answer is a way of closing; before the handshake it is a failed probe.
-      if (!socket.alpnProtocol && chunks.length === 0 && lastSentAt === 0) {
+      // A reset after the answer is a way of closing; before the connection (or handshake) it is a failed probe.
+      if (!connected && chunks.length === 0 && lastSentAt === 0) {
         if (!settled) {
           settled = true;
           reject(err);
@@ -88,11 +97,12 @@ export function sendProbe(port: number, probe: Probe): Promise<ProbeResult> {
       }
       finish('server');
     });
-    socket.once('secureConnect', async () => {
+    socket.once(overTls ? 'secureConnect' : 'connect', async () => {
+      connected = true;
       for (const step of probe.steps) {
         if (step.delayMs) await new Promise((r) => setTimeout(r, step.delayMs));
         if (settled || socket.destroyed) return;
-        const data = typeof step.data === 'function' ? step.data(socket) : step.data;
+        const data = typeof step.data === 'function' ? step.data(socket as TLSSocket) : step.data;
         if (data.length > 0) socket.write(data);
         lastSentAt = Date.now();
         armIdle();

@@ -13,7 +13,7 @@ export interface TestCertificate {
 }
 
 /**
- * A self-signed certificate (ECDSA P-256) covering `names` (DNS names and/or IP addresses, the first is also
+ * A self-signed certificate (RSA 2048, as the server's default: src/certs/self-signed.ts) covering `names` (DNS names and/or IP addresses, the first is also
  * its CN), stored in `dir`. Give each certificate its own directory: one already stored there is reused when
  * it covers `names`.
  */

@@ -318,7 +318,7 @@ function plainGet(port: number, path: string, headers: Record<string, string> = 
   });
 }
 
-test('plain-HTTP listener: 301 to https keeping path and query, challenge tokens, 404 otherwise', async (t) => {
+test('plain-HTTP listener: 301 to https keeping path and query, tokens being validated answered', async (t) => {
   const challenges = new ChallengeStore();
   const listener = await startHttpListener({
     host: '127.0.0.1',
@@ -344,12 +344,14 @@ test('plain-HTTP listener: 301 to https keeping path and query, challenge tokens
   assert.equal(served.status, 200);
   assert.equal(served.body, 'tok_en-1.thumbprint');
 
+  // Any other token is redirected like every other path, as on a plain redirect server (test/probe).
   const unknown = await plainGet(port, '/.well-known/acme-challenge/other', { host: 'vpn.example.test' });
-  assert.equal(unknown.status, 404);
+  assert.equal(unknown.status, 301);
+  assert.equal(unknown.headers.location, 'https://vpn.example.test/.well-known/acme-challenge/other');
 
   challenges.delete('tok_en-1');
   const removed = await plainGet(port, '/.well-known/acme-challenge/tok_en-1', { host: 'vpn.example.test' });
-  assert.equal(removed.status, 404);
+  assert.equal(removed.status, 301);
 
   // An HTTPS listener on another port shows in the redirect.
   const other = await startHttpListener({

@@ -32,7 +32,7 @@ export const SECRET = 'the-secret-outside-the-site-folder';
  * Measured on this rig: baseline ~98 MB (after a warm-up session, 2 s settle); settled after every case
  * between 83 and 99 MB (V8 gives memory back after the first GCs, then grows slowly to ~91 MB over the
  * 33 cases: the 200,000-echo flood, 21 MB of UDP at a stalled peer and the 40 connect cycles included).
- * 32 MB is well above that noise and catches what a leak would show: eight leaked 4 MiB output queues
+ * 32 MB is well above that noise and catches what a leak would show: thirty-two leaked 1 MiB output queues
  * (MAX_SESSION_BUFFERED_BYTES), or the ~35 KB per held connection of 64 stalled handshakes many times over.
  */
 export const RSS_MARGIN_MB = 32;

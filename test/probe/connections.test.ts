@@ -338,8 +338,8 @@ describe('TLS settings', () => {
           reject(err);
         });
       });
-    await assert.rejects(connect('ECDHE-ECDSA-AES128-SHA'));
-    assert.equal(await connect('ECDHE-ECDSA-AES128-GCM-SHA256'), 'TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256');
+    await assert.rejects(connect('ECDHE-RSA-AES128-SHA'));
+    assert.equal(await connect('ECDHE-RSA-AES128-GCM-SHA256'), 'TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256');
   });
 });
 

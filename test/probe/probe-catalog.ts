@@ -129,3 +129,133 @@ export function buildProbeCatalog(options: CatalogOptions): Probe[] {
     },
   ];
 }
+
+/**
+ * What a scanner sends to port 80 (plain TCP): valid requests of every method and form, every shape of Host,
+ * HTTP/1.0 and 0.9, malformed and oversized heads, bodies, other protocols' greetings, slow and idle clients.
+ * facade's port-80 listener must answer each exactly as the plain reference's redirect server does; none
+ * names a token being validated, the one thing that differs by design.
+ */
+export function buildPlainHttpProbeCatalog(): Probe[] {
+  const one = (name: string, data: string | Buffer, extra: Partial<Probe> = {}): Probe => ({
+    name,
+    steps: [{ data }],
+    ...extra,
+  });
+  const get = (target: string, headers = H, version = 'HTTP/1.1'): string =>
+    `GET ${target} ${version}\r\n${headers}\r\n`;
+  // A TLS 1.2 ClientHello record's start, as nmap's SSL probes and any https:// client on port 80 send.
+  const clientHello = Buffer.from(
+    `16030100c4010000c00303${'00'.repeat(32)}000004c02fc03001000093000000`,
+    'hex',
+  );
+  return [
+    // Requests a redirect server meets every day.
+    one('GET /', get('/')),
+    one('HEAD /', `HEAD / HTTP/1.1\r\n${H}\r\n`),
+    one('GET a page with a query', get('/blog/post.html?utm_source=x&q=%20a')),
+    one('GET //double//slashes', get('//double//slashes')),
+    one('GET /../../etc/passwd', get('/../../etc/passwd')),
+    one('GET /robots.txt, Connection: close', get('/robots.txt', `${H}Connection: close\r\n`)),
+    one(
+      'GET with a browser head',
+      get('/', `${H}User-Agent: Mozilla/5.0\r\nAccept: */*\r\nAccept-Encoding: gzip\r\n`),
+    ),
+    one('ACME path, unknown token', get('/.well-known/acme-challenge/unknown-token_1')),
+    one('ACME path, bad token', get('/.well-known/acme-challenge/../../x')),
+    one('ACME path, POST', `POST /.well-known/acme-challenge/x HTTP/1.1\r\n${H}Content-Length: 0\r\n\r\n`),
+    one('HEAD ACME path', `HEAD /.well-known/acme-challenge/abc HTTP/1.1\r\n${H}\r\n`),
+
+    // Other methods, with and without bodies.
+    one(
+      'POST / with a body',
+      `POST / HTTP/1.1\r\n${H}Content-Type: application/json\r\nContent-Length: 7\r\n\r\n{"a":1}`,
+    ),
+    one('POST chunked', `POST /form HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n`),
+    one('PUT /x', `PUT /x HTTP/1.1\r\n${H}Content-Length: 3\r\n\r\nabc`),
+    one('DELETE /x', `DELETE /x HTTP/1.1\r\n${H}\r\n`),
+    one('PATCH /x', `PATCH /x HTTP/1.1\r\n${H}Content-Length: 0\r\n\r\n`),
+    one('OPTIONS /', `OPTIONS / HTTP/1.1\r\n${H}\r\n`),
+    one('OPTIONS *', `OPTIONS * HTTP/1.1\r\n${H}\r\n`),
+    one('TRACE /', `TRACE / HTTP/1.1\r\n${H}\r\n`),
+    one('CONNECT host:443', `CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n`),
+    one('PROPFIND /', `PROPFIND / HTTP/1.1\r\n${H}Depth: 1\r\n\r\n`),
+    one('Expect: 100-continue', `POST /up HTTP/1.1\r\n${H}Expect: 100-continue\r\nContent-Length: 4\r\n\r\n`),
+    one('POST, body announced, half sent', `POST / HTTP/1.1\r\n${H}Content-Length: 100000\r\n\r\nabc`),
+
+    // Host, every way.
+    one('Host with port 80', get('/a', 'Host: localhost:80\r\n')),
+    one('Host with another port', get('/a', 'Host: localhost:8080\r\n')),
+    one('Host an IPv4 address', get('/a', 'Host: 127.0.0.1\r\n')),
+    one('Host an IPv6 address', get('/a', 'Host: [::1]:80\r\n')),
+    one('Host with a space', get('/a', 'Host: bad host\r\n')),
+    one('Host with a slash', get('/a', 'Host: evil.test/x\r\n')),
+    one('Host empty', get('/a', 'Host: \r\n')),
+    one('two Host headers', get('/a', 'Host: one.test\r\nHost: two.test\r\n')),
+    one('no Host, HTTP/1.1', get('/a', '')),
+    one('absolute-form target', get('http://example.com/p?q=1')),
+    one('absolute-form, no path', get('https://example.com')),
+    one('other scheme target', get('ftp://example.com/x')),
+
+    // Versions.
+    one('HTTP/1.0 without Host', get('/a', '', 'HTTP/1.0')),
+    one('HTTP/1.0 with Host', get('/a', H, 'HTTP/1.0')),
+    one('HTTP/1.0 keep-alive', get('/a', `${H}Connection: keep-alive\r\n`, 'HTTP/1.0')),
+    one('HTTP/0.9 style request', 'GET /\r\n\r\n'),
+    one('HTTP/1.2', get('/', H, 'HTTP/1.2')),
+    one('HTTP/2.0 request line', get('/', H, 'HTTP/2.0')),
+    one('HTTP/2 preface', 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'),
+    one(
+      'websocket upgrade',
+      get(
+        '/',
+        `${H}Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n`,
+      ),
+    ),
+    one(
+      'h2c upgrade',
+      get(
+        '/',
+        `${H}Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n`,
+      ),
+    ),
+
+    // Malformed and oversized.
+    one('malformed request line', 'GET\r\n\r\n'),
+    one('unknown method', `BREW / HTTP/1.1\r\n${H}\r\n`),
+    one('lower-case method', `get / HTTP/1.1\r\n${H}\r\n`),
+    one('bad header line', `GET / HTTP/1.1\r\n${H}This is not a header\r\n\r\n`),
+    one('space before the colon', `GET / HTTP/1.1\r\nHost : localhost\r\n\r\n`),
+    one('bare LF line ends', 'GET / HTTP/1.1\nHost: localhost\n\n'),
+    one('NUL in the path', get('/a\0b')),
+    one(
+      'Content-Length and Transfer-Encoding',
+      `POST / HTTP/1.1\r\n${H}Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n`,
+    ),
+    one(
+      'two different Content-Lengths',
+      `POST / HTTP/1.1\r\n${H}Content-Length: 1\r\nContent-Length: 2\r\n\r\nab`,
+    ),
+    one('negative Content-Length', `POST / HTTP/1.1\r\n${H}Content-Length: -1\r\n\r\n`),
+    one('bad chunk', `POST / HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n`),
+    one('huge header', get('/', `${H}X-Big: ${'a'.repeat(20_000)}\r\n`)),
+    one('huge URL', get(`/${'u'.repeat(20_000)}`)),
+    one('many headers', get('/', `${H}${'X-A: b\r\n'.repeat(3000)}`)),
+
+    // Other protocols and noise.
+    one('TLS ClientHello', clientHello),
+    one('SSH greeting', 'SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n'),
+    one('empty lines', '\r\n\r\n'),
+    one('random bytes', randomBytes(64)),
+    one('two pipelined requests', `${get('/one')}${get('/two')}`),
+    one('a request, then garbage', `${get('/one')}\x00\x01\x02 not http\r\n\r\n`),
+
+    // Slow and idle clients (short waits: Node's timeouts are a minute and more).
+    {
+      name: 'slowly sent head',
+      steps: [{ data: 'GET / HTT' }, { data: `P/1.1\r\n${H}`, delayMs: 300 }, { data: '\r\n', delayMs: 300 }],
+    },
+    { name: 'idle connection (nothing sent)', steps: [], idleMs: 2000 },
+    { name: 'incomplete head left open', steps: [{ data: `GET / HTTP/1.1\r\n${H}` }], idleMs: 2000 },
+  ];
+}

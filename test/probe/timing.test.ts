@@ -9,15 +9,30 @@
 // The samples are compared pairwise with the two-sample Kolmogorov-Smirnov statistic D. A control test adds a
 // 2 ms busy loop to the acceptor (what a server-side scrypt check would cost) and shows D then jumps far above
 // the bound, so the comparison can see a difference of that size.
+//
+// Issue 15, point 5: the connections the front door holds (one that sends nothing, a slow head on the tunnel
+// path) must be closed when a plain site closes them. Node closes a head that is not finished in time at the
+// first check of its connectionsCheckingInterval after the deadline; a hold that delayed the start of Node's
+// clock would shift those closes by the hold. With the deadline and the checks shortened (1 s, every 0.5 s;
+// the holds 250 ms and 300 ms), the close times of facade's held connections and the reference's are compared
+// with the same KS bound; a control shows the shift the front door would otherwise cause.
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 import { describe, type TestContext, test } from 'node:test';
 import tls from 'node:tls';
+import { createLogger } from '../../src/core/log.js';
+import { createFront, type Front } from '../../src/front/front.js';
+import { createSiteApp, SITE_DEFAULT_DIR } from '../../src/front/site.js';
 import { createAuthorization, keyFromSeed } from '../../src/protocol/credentials.js';
 import type { Authenticate } from '../../src/users/authenticator.js';
 import { type ProbeServer, startProbeServer } from '../helpers/probe-server.js';
 import { maskResponse } from '../helpers/raw-probe.js';
+import { makeTestCertificate } from '../helpers/tls-fixture.js';
 
 const TUNNEL_PATH = '/k3VqP9/connect';
 /** Same length as the tunnel path, so the three kinds of request are the same size. */
@@ -265,5 +280,156 @@ describe('the tunnel path is invisible in timing', () => {
     }
     // Both tunnel-path kinds pay the same cost, so they still look alike.
     assert.ok((d.get('wrong password / unknown user') ?? 1) < D_LIMIT);
+  });
+});
+
+// --- held connections: when they are closed ----------------------------------------------------------------------
+
+/** Shortened versions of Node's head deadline (60 s on the site) and of its check interval (30 s). */
+const HELD_HEADERS_TIMEOUT_MS = 1_000;
+const HELD_CHECK_INTERVAL_MS = 500;
+/** The front door's waits, shortened (3 s and 5 s in production). */
+const HELD_FIRST_BYTES_WAIT_MS = 250;
+const HELD_TUNNEL_HEAD_WAIT_MS = 300;
+/** Time between two connections of one series; the series are interleaved, so starts fall at every phase. */
+const HELD_SPACING_MS = 5;
+
+type HeldKind = 'sends nothing' | 'slow head on the tunnel path';
+const HELD_KINDS: readonly HeldKind[] = ['sends nothing', 'slow head on the tunnel path'];
+
+interface TimedServer {
+  readonly port: number;
+  close(): Promise<unknown>;
+}
+
+/** The timeouts Node's servers read at each check; set before listen() (the check interval is read then). */
+function shortenNodeTimeouts(server: unknown): void {
+  Object.assign(server as object, {
+    headersTimeout: HELD_HEADERS_TIMEOUT_MS,
+    requestTimeout: 4 * HELD_HEADERS_TIMEOUT_MS,
+    connectionsCheckingInterval: HELD_CHECK_INTERVAL_MS,
+  });
+}
+
+/** ms from the end of the TLS handshake to the server's close, and what it sent. */
+function timeHeldConnection(port: number, kind: HeldKind): Promise<{ ms: number; answer: string }> {
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({
+      host: '127.0.0.1',
+      port,
+      servername: 'localhost',
+      rejectUnauthorized: false,
+      ALPNProtocols: ['http/1.1'],
+    });
+    let started = 0;
+    let answer = '';
+    const limit = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`${kind}: still open after 10 s`));
+    }, 10_000);
+    socket.once('secureConnect', () => {
+      started = performance.now();
+      if (kind === 'slow head on the tunnel path') socket.write(`GET ${TUNNEL_PATH} HTTP/1.1\r\n`);
+    });
+    socket.on('data', (chunk: Buffer) => {
+      answer += chunk.toString('latin1');
+    });
+    socket.on('error', () => undefined);
+    socket.once('close', () => {
+      clearTimeout(limit);
+      resolve({ ms: performance.now() - started, answer });
+    });
+  });
+}
+
+describe('held connections close when a plain site closes them', () => {
+  test('a connection that sends nothing and a slow head on the tunnel path', {
+    timeout: 60_000,
+  }, async (t) => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'facade-held-timing-'));
+    const servers: TimedServer[] = [];
+    t.after(async () => {
+      await Promise.allSettled(servers.map((server) => server.close()));
+      rmSync(dir, { recursive: true, force: true });
+    });
+    const certificate = await makeTestCertificate(dir, ['localhost']);
+    // Hundreds of connections from 127.0.0.1 at once: the per-address limit would otherwise close them.
+    const limits = { maxConnections: 100_000, maxConnectionsPerAddress: 100_000 };
+
+    const reference = createSiteApp({ siteDir: SITE_DEFAULT_DIR, tls: certificate, ...limits });
+    shortenNodeTimeouts(reference.server);
+    await reference.listen({ host: '127.0.0.1', port: 0 });
+    servers.push({ port: (reference.server.address() as AddressInfo).port, close: () => reference.close() });
+
+    const startFront = async (keepPlainDeadlines: boolean): Promise<TimedServer> => {
+      const front: Front = await createFront({
+        tls: certificate,
+        tunnelPath: TUNNEL_PATH,
+        authenticate: () => null,
+        host: { attach: (stream) => stream.destroy() },
+        logger: createLogger({ level: 'silent' }),
+        firstBytesWaitMs: HELD_FIRST_BYTES_WAIT_MS,
+        tunnelHeadWaitMs: HELD_TUNNEL_HEAD_WAIT_MS,
+        keepPlainDeadlines,
+        ...limits,
+      });
+      shortenNodeTimeouts(front.app.server);
+      const server = { port: await front.listen('127.0.0.1', 0), close: () => front.close() };
+      servers.push(server);
+      return server;
+    };
+    const facade = await startFront(true);
+    // The control: the same front with Node's clock starting at the handover.
+    const unadjusted = await startFront(false);
+
+    const targets = [
+      ['reference', servers[0] as TimedServer],
+      ['facade', facade],
+      ['control', unadjusted],
+    ] as const;
+    const series = targets.flatMap(([name, server]) =>
+      HELD_KINDS.map((kind) => ({ key: `${name}/${kind}`, port: server.port, kind })),
+    );
+    const runs: Promise<void>[] = [];
+    const times = new Map<string, number[]>(series.map(({ key }) => [key, []]));
+    const answers = new Set<string>();
+    for (let round = 0; round < SAMPLES; round++) {
+      for (const { key, port, kind } of series) {
+        runs.push(
+          timeHeldConnection(port, kind).then(({ ms, answer }) => {
+            times.get(key)?.push(ms);
+            answers.add(`${key.split('/')[0]}: ${answer.split('\r\n', 1)[0]}`);
+          }),
+        );
+        await new Promise((resolve) => setTimeout(resolve, HELD_SPACING_MS * Math.random() * 2));
+      }
+    }
+    await Promise.all(runs);
+
+    // Node's own answer to a late head, from all three.
+    assert.deepEqual([...answers].sort(), [
+      'control: HTTP/1.1 408 Request Timeout',
+      'facade: HTTP/1.1 408 Request Timeout',
+      'reference: HTTP/1.1 408 Request Timeout',
+    ]);
+    const of = (key: string): number[] => times.get(key) ?? [];
+    for (const kind of HELD_KINDS) {
+      const d = ksStatistic(of(`reference/${kind}`), of(`facade/${kind}`));
+      const control = ksStatistic(of(`reference/${kind}`), of(`control/${kind}`));
+      t.diagnostic(
+        `${kind}: medians (ms) reference ${median(of(`reference/${kind}`)).toFixed(0)}, facade ` +
+          `${median(of(`facade/${kind}`)).toFixed(0)}, control ${median(of(`control/${kind}`)).toFixed(0)}; ` +
+          `KS D facade ${d.toFixed(3)}, control ${control.toFixed(3)} (limit ${D_LIMIT.toFixed(3)})`,
+      );
+      assert.ok(
+        d < D_LIMIT,
+        `${kind}: KS D = ${d.toFixed(3)} >= ${D_LIMIT.toFixed(3)}: closed at other times`,
+      );
+      // The hold is a quarter to three fifths of the check interval: without the adjustment, D is about that.
+      assert.ok(
+        control > 2 * D_LIMIT,
+        `${kind}: control KS D = ${control.toFixed(3)}, expected > ${2 * D_LIMIT}`,
+      );
+    }
   });
 });

@@ -197,6 +197,34 @@ test('client-to-client traffic is dropped and counted when off', async (t) => {
   assert.equal(bob.packets.length, 0);
 });
 
+test("with client-to-client off, pool addresses no session here holds (another worker's clients) never reach the TUN; the server's own do", async (t) => {
+  const { connect, tun, engine } = await setup(t);
+  const alice = await connect('alice');
+  await alice.control('config');
+  // A client of another worker, or nobody yet: the kernel would forward either on a forwarding host.
+  alice.sendPacket(udp4(FIRST.ipv4, '198.18.0.77'));
+  alice.sendPacket(udp6(FIRST.ipv6, 'fd00:18::77'));
+  const toServer4 = udp4(FIRST.ipv4, '198.18.0.1');
+  const toServer6 = udp6(FIRST.ipv6, 'fd00:18::1');
+  const outside = udp4(FIRST.ipv4, OUTSIDE.ipv4);
+  alice.sendPacket(toServer4);
+  alice.sendPacket(toServer6);
+  alice.sendPacket(outside);
+  await within(tun.whenWritten(3), 'the packets to the server and outside');
+  assert.deepEqual(tun.written, [toServer4, toServer6, outside]);
+  assert.equal(engine.stats.clientToClientDrops, 2);
+});
+
+test('with client-to-client on, a pool address no session here holds goes to the TUN (the kernel steers it to its worker)', async (t) => {
+  const { connect, tun, engine } = await setup(t, { clientToClient: true });
+  const alice = await connect('alice');
+  await alice.control('config');
+  const elsewhere = udp4(FIRST.ipv4, '198.18.0.77');
+  alice.sendPacket(elsewhere);
+  assert.deepEqual(await within(tun.whenWritten(1), 'the packet on the TUN'), [elsewhere]);
+  assert.equal(engine.stats.clientToClientDrops, 0);
+});
+
 test('client-to-client traffic goes straight to the other client when on', async (t) => {
   const { connect, tun, engine } = await setup(t, { clientToClient: true });
   const alice = await connect('alice');
@@ -382,4 +410,66 @@ test('a CONFIG from a client is a protocol error: that session ends, the others 
   const up = udp4(SECOND.ipv4, OUTSIDE.ipv4);
   bob.sendPacket(up);
   assert.deepEqual(await within(tun.whenWritten(1), 'bob still reaching the TUN'), [up]);
+});
+
+test("a worker's engine: the lease arrives later (the primary answers), CONFIG follows; a stream gone meanwhile gives it back", async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'facade-engine-async-'));
+  const pool = new AddressPool({ ipv4: POOL4, ipv6: POOL6 });
+  const released: string[] = [];
+  // The primary's answer, one event-loop turn later, as over IPC.
+  const remote = {
+    serverIpv4: pool.serverIpv4,
+    serverIpv6: pool.serverIpv6,
+    prefix4: pool.prefix4,
+    prefix6: pool.prefix6,
+    ipv4Cidr: pool.ipv4Cidr,
+    ipv6Cidr: pool.ipv6Cidr,
+    lease: (user: string) =>
+      new Promise<ReturnType<AddressPool['lease']>>((resolve) =>
+        setTimeout(() => resolve(pool.lease(user)), 20),
+      ),
+    release: (user: string) => {
+      released.push(user);
+    },
+  };
+  const tun = new MemoryTun({ name: 'mem-w0', vnetHdr: false });
+  const engine = new TunnelEngine({
+    tun,
+    pool: remote,
+    logger,
+    mtu: 1400,
+    keepaliveMs: 0,
+    clientToClient: false,
+    routes: [],
+    dns: [],
+    dnsDomains: [],
+    staticAddresses: () => undefined,
+    onFatal: () => undefined,
+  });
+  const sockets: Socket[] = [];
+  t.after(async () => {
+    engine.close();
+    for (const socket of sockets) socket.destroy();
+    tun.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+  const attach = async (user: string): Promise<{ peer: FramePeer; server: Socket }> => {
+    const [server, client] = await socketPair();
+    sockets.push(server, client);
+    engine.attach(server, { user, capabilities: { offload: false } }, Buffer.alloc(0), {
+      remote: `test:${user}`,
+      transport: 'upgrade',
+    });
+    return { peer: new FramePeer(client), server };
+  };
+  const { peer: ann } = await attach('ann');
+  assert.equal(engine.stats.sessions, 0, 'no session before the lease is in');
+  const config = await ann.control('config');
+  assert.equal((config as { ipv4: { address: string } }).ipv4.address, FIRST.ipv4);
+  assert.equal(engine.stats.sessions, 1);
+  const { server: benSide } = await attach('ben');
+  benSide.destroy();
+  await new Promise((resolve) => setTimeout(resolve, 60));
+  assert.deepEqual(released, ['ben']);
+  assert.equal(engine.stats.sessions, 1);
 });

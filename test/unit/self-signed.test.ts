@@ -1,10 +1,18 @@
+// The self-signed default certificate: made once and kept, covering the names asked for, and to a scanner
+// the very certificate `openssl req -x509` makes (compared field by field with one openssl makes for the same
+// key and names).
+
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { createPrivateKey, X509Certificate } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { connect, createServer } from 'node:tls';
+import { promisify } from 'node:util';
+import * as x509 from '@peculiar/x509';
 import {
   certificateFingerprint,
   loadOrCreateSelfSigned,
@@ -55,11 +63,63 @@ test('every name lands in the SAN; the key matches; it lasts the documented vali
   assert.equal(leaf.checkIP('198.18.0.7'), '198.18.0.7');
   assert.equal(leaf.checkIP('fd00::7'), 'fd00::7');
   assert.equal(leaf.checkHost('unlisted.example.test'), undefined);
-  assert.equal(leaf.ca, false);
-  assert.match(leaf.subject, /CN=vpn\.example\.test/);
+  assert.equal(
+    leaf.checkHost(hostname(), { subject: 'never' }),
+    undefined,
+    "the machine's name is not in it",
+  );
+  // openssl req -x509's basicConstraints: CA:TRUE, as every self-signed certificate it makes.
+  assert.equal(leaf.ca, true);
+  assert.equal(leaf.subject, 'CN=vpn.example.test');
+  assert.equal(leaf.issuer, leaf.subject);
   assert.ok(leaf.checkPrivateKey(createPrivateKey(made.key)));
   const lifetimeDays = (Date.parse(leaf.validTo) - Date.parse(leaf.validFrom)) / 86_400_000;
-  assert.ok(Math.abs(lifetimeDays - SELF_SIGNED_VALIDITY_DAYS) < 1, `lifetime ${lifetimeDays} days`);
+  assert.equal(lifetimeDays, SELF_SIGNED_VALIDITY_DAYS, 'exactly N days, as openssl -days N');
+});
+
+const OPENSSL = ['/usr/bin/openssl', '/usr/local/bin/openssl'].find((p) => existsSync(p));
+
+test('field for field what `openssl req -x509 -days 3650` makes for the same key and names', {
+  skip: OPENSSL === undefined ? 'openssl is not installed (Debian: apt-get install openssl)' : false,
+}, async () => {
+  const stateDir = freshStateDir();
+  const made = await loadOrCreateSelfSigned(stateDir, { names: ['198.18.0.9', 'vpn.example.test'] });
+  const opensslCert = join(stateDir, 'openssl.crt.pem');
+  await promisify(execFile)(OPENSSL as string, [
+    ...[
+      'req',
+      '-x509',
+      '-key',
+      join(stateDir, 'self-signed.key.pem'),
+      '-days',
+      String(SELF_SIGNED_VALIDITY_DAYS),
+    ],
+    ...['-subj', '/CN=198.18.0.9', '-addext', 'subjectAltName=IP:198.18.0.9,DNS:vpn.example.test'],
+    ...['-out', opensslCert],
+  ]);
+  const ours = new x509.X509Certificate(made.cert);
+  const theirs = new x509.X509Certificate(await readFile(opensslCert, 'utf8'));
+  const fields = (cert: x509.X509Certificate) => ({
+    subject: Buffer.from(cert.subjectName.toArrayBuffer()).toString('hex'),
+    issuer: Buffer.from(cert.issuerName.toArrayBuffer()).toString('hex'),
+    publicKey: Buffer.from(cert.publicKey.rawData).toString('hex'),
+    signature: cert.signatureAlgorithm,
+    lifetimeMs: cert.notAfter.getTime() - cert.notBefore.getTime(),
+    // Type, criticality and value of every extension, in order (the key identifiers are the key's own).
+    extensions: cert.extensions.map((extension) => ({
+      type: extension.type,
+      critical: extension.critical,
+      value: Buffer.from(extension.value).toString('hex'),
+    })),
+  });
+  assert.deepEqual(fields(ours), fields(theirs));
+  // The public key and its size: an RSA key of 2048 bits, as `-newkey rsa` gives.
+  assert.equal(new X509Certificate(made.cert).publicKey.asymmetricKeyDetails?.modulusLength, 2048);
+  // A random positive serial of at most 159 bits (20 bytes), as openssl's.
+  for (const cert of [ours, theirs]) {
+    assert.ok(cert.serialNumber.length <= 40 && cert.serialNumber.length >= 30, cert.serialNumber);
+    assert.ok(Number.parseInt(cert.serialNumber.slice(0, 2), 16) < 0x80, cert.serialNumber);
+  }
 });
 
 test('replaced when a name is missing, when it nears expiry, or when the stored files are damaged', async () => {

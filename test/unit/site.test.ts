@@ -241,17 +241,29 @@ describe('static site over HTTP/1.1', () => {
     assertStaticSecurityHeaders(res.headers);
   });
 
-  test('requests the HTTP parser rejects get an HTML 400/431 and the connection closes', async () => {
-    const garbage = await rawExchange(port, 'FOO BAR BAZ\r\n\r\n');
-    assert.ok(garbage.closed);
-    assert.match(garbage.text, /^HTTP\/1\.1 400 Bad Request\r\n/);
-    assert.match(garbage.text, /\r\nConnection: close\r\n/);
-    assert.match(garbage.text, /\r\nContent-Type: text\/html; charset=utf-8\r\n/);
-    assert.match(garbage.text, /\r\nx-content-type-options: nosniff\r\n/);
-    assert.doesNotMatch(garbage.text, /application\/json|statusCode/);
+  test("requests the HTTP parser rejects get Node's own 400/431, byte for byte, and the connection closes", async () => {
+    // What a node:http server without a 'clientError' listener sends (Fastify's default would be JSON).
+    const plain = http.createServer((_req, res) => res.end());
+    await new Promise<void>((resolve) => plain.listen(0, '127.0.0.1', resolve));
+    const plainPort = plain.address() as AddressInfo;
+    try {
+      for (const bytes of [
+        'FOO BAR BAZ\r\n\r\n',
+        'GET / HTTP/1.1\r\nHost: a\r\nThis is not a header\r\n\r\n',
+        `GET / HTTP/1.1\r\nHost: a\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`,
+      ]) {
+        const [ours, node] = await Promise.all([
+          rawExchange(port, bytes),
+          rawExchange(plainPort.port, bytes),
+        ]);
+        assert.ok(ours.closed);
+        assert.deepEqual(ours, node, JSON.stringify(bytes.slice(0, 40)));
+      }
+    } finally {
+      plain.close();
+    }
     const huge = await rawExchange(port, `GET / HTTP/1.1\r\nHost: a\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`);
-    assert.ok(huge.closed);
-    assert.match(huge.text, /^HTTP\/1\.1 431 Request Header Fields Too Large\r\n/);
+    assert.equal(huge.text, 'HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n\r\n');
   });
 });
 
@@ -425,15 +437,17 @@ describe('TLS versions and suites', () => {
 
   const tls12 = { minVersion: 'TLSv1.2', maxVersion: 'TLSv1.2' } as const;
 
+  // The test certificate is RSA (the self-signed default's key, as openssl req makes it); an ACME certificate
+  // is ECDSA, and takes the ECDSA twins of the same suites from the same list.
   test('TLS 1.2 refuses CBC and CCM8 suites', async () => {
     for (const cipher of [
-      'ECDHE-ECDSA-AES128-SHA',
-      'ECDHE-ECDSA-AES256-SHA',
-      'ECDHE-ECDSA-AES128-SHA256',
-      'ECDHE-ECDSA-AES256-SHA384',
-      'ECDHE-ECDSA-AES128-CCM8',
-      'ECDHE-ECDSA-AES256-CCM8',
-      'ECDHE-ECDSA-AES128-CCM',
+      'ECDHE-RSA-AES128-SHA',
+      'ECDHE-RSA-AES256-SHA',
+      'ECDHE-RSA-AES128-SHA256',
+      'ECDHE-RSA-AES256-SHA384',
+      'AES128-CCM8',
+      'DHE-RSA-AES256-CCM8',
+      'DHE-RSA-AES128-CCM',
     ]) {
       await assert.rejects(
         handshake({ ...tls12, ciphers: cipher }),
@@ -445,9 +459,9 @@ describe('TLS versions and suites', () => {
 
   test('TLS 1.2 with ECDHE and AES-GCM or ChaCha20-Poly1305 works; TLS 1.3 is unchanged', async () => {
     for (const cipher of [
-      'ECDHE-ECDSA-AES128-GCM-SHA256',
-      'ECDHE-ECDSA-AES256-GCM-SHA384',
-      'ECDHE-ECDSA-CHACHA20-POLY1305',
+      'ECDHE-RSA-AES128-GCM-SHA256',
+      'ECDHE-RSA-AES256-GCM-SHA384',
+      'ECDHE-RSA-CHACHA20-POLY1305',
     ]) {
       const result = await handshake({ ...tls12, ciphers: cipher });
       assert.equal(result.version, 'TLSv1.2', cipher);

@@ -1,0 +1,181 @@
+// One worker process of `facade server --workers N`: its own event loop, TLS sockets, tunnel engine and
+// queue of the multi-queue TUN. The primary (workers.ts) forked it after dropping root, so it never had
+// a privilege; it inherited its queue's fd at WORKER_QUEUE_FD and receives accepted TCP connections over
+// IPC. It serves the site and the front door on them exactly as a single-process server does.
+//
+//   primary: accept ─IPC─► worker: front (site, front door, acceptor) ─► engine ─► its TUN queue
+//   kernel ─► steering map (destination → queue) ─► this worker's queue ─► engine ─► session
+//
+// Leases come from the primary (RemoteLeases); status goes to it every STATUS_PUSH_MS. When the IPC
+// channel closes (the primary died) the worker exits at once: its sessions cannot outlive the server.
+
+import type { Socket } from 'node:net';
+import { facadeError, isFacadeError } from '../core/errors.js';
+import { MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS } from '../core/limits.js';
+import { createLogger, type Logger } from '../core/log.js';
+import { type AddressLeases, TunnelEngine } from '../engine/engine.js';
+import type { Lease, StaticAddressRequest } from '../engine/pool.js';
+import { createFront, type Front } from '../front/front.js';
+import { TunDevice } from '../net/tun.js';
+import { createAuthenticator } from '../users/authenticator.js';
+import { UsersFile } from '../users/users-file.js';
+import { type FromWorker, type PoolShape, type ToWorker, WORKER_QUEUE_FD } from './worker-messages.js';
+
+const STATUS_PUSH_MS = 1_000;
+const STATUS_CHANGE_MS = 100;
+const USERS_RELOAD_MS = 5_000;
+
+function send(message: FromWorker): void {
+  if (process.connected) process.send?.(message);
+}
+
+/** The engine's AddressLeases, answered by the primary's lease service. */
+class RemoteLeases implements AddressLeases {
+  readonly serverIpv4: string;
+  readonly serverIpv6: string | undefined;
+  readonly prefix4: number;
+  readonly prefix6: number | undefined;
+  readonly ipv4Cidr: string;
+  readonly ipv6Cidr: string | undefined;
+  readonly #pending = new Map<number, { resolve: (lease: Lease) => void; reject: (err: Error) => void }>();
+  #next = 1;
+
+  constructor(shape: PoolShape) {
+    this.serverIpv4 = shape.serverIpv4;
+    this.serverIpv6 = shape.serverIpv6;
+    this.prefix4 = shape.prefix4;
+    this.prefix6 = shape.prefix6;
+    this.ipv4Cidr = shape.ipv4Cidr;
+    this.ipv6Cidr = shape.ipv6Cidr;
+  }
+
+  lease(user: string, request: StaticAddressRequest): Promise<Lease> {
+    const id = this.#next++;
+    return new Promise((resolve, reject) => {
+      this.#pending.set(id, { resolve, reject });
+      send({ t: 'lease', id, user, request });
+    });
+  }
+
+  answer(id: number, lease: Lease | undefined, error: string | undefined): void {
+    const pending = this.#pending.get(id);
+    if (pending === undefined) return;
+    this.#pending.delete(id);
+    if (lease !== undefined) pending.resolve(lease);
+    else pending.reject(facadeError('POOL_EXHAUSTED', [error ?? 'no answer']));
+  }
+
+  release(user: string, lease: Lease): void {
+    send({ t: 'release', user, generation: lease.generation });
+  }
+}
+
+export async function runWorker(): Promise<void> {
+  const init = await new Promise<Extract<ToWorker, { t: 'init' }>>((resolve) => {
+    const onMessage = (message: ToWorker): void => {
+      if (message.t !== 'init') return;
+      process.off('message', onMessage);
+      resolve(message);
+    };
+    process.on('message', onMessage);
+  });
+  const { config } = init;
+  const logger: Logger = createLogger({ level: config.logLevel, format: config.logFormat }).child({
+    worker: init.worker,
+  });
+  // The primary gone means the server is gone: no session may outlive it.
+  process.on('disconnect', () => process.exit(0));
+
+  const users = await UsersFile.load(config.users, { tunnelPath: config.tunnelPath });
+  const tun = TunDevice.fromFd(WORKER_QUEUE_FD, { name: init.tunName, vnetHdr: init.vnetHdr });
+  const leases = new RemoteLeases(init.pool);
+  const engine = new TunnelEngine({
+    tun,
+    pool: leases,
+    logger,
+    mtu: config.mtu,
+    keepaliveMs: config.keepaliveMs,
+    clientToClient: config.clientToClient,
+    routes: config.routes,
+    dns: config.dns,
+    dnsDomains: config.dnsDomains,
+    staticAddresses: (user) => users.get(user),
+    onFatal: (err) => {
+      send({ t: 'fatal', message: err.message, code: isFacadeError(err) ? err.code : undefined });
+      process.exitCode = 1;
+    },
+  });
+  const front: Front = await createFront({
+    siteDir: config.site,
+    upstream: config.upstream,
+    tls: init.tls,
+    tunnelPath: config.tunnelPath,
+    authenticate: createAuthenticator(users),
+    host: engine,
+    logger,
+    // The primary hands connections out in turn, so each worker sees about 1/N of any one address's
+    // connections: 1/N of each limit per worker keeps the server's totals what one process would allow.
+    maxConnections: Math.ceil(MAX_CONNECTIONS / config.workers),
+    maxConnectionsPerAddress: Math.ceil(MAX_CONNECTIONS_PER_ADDRESS / config.workers),
+  });
+
+  // Every second (the counters), and within STATUS_CHANGE_MS of a session starting or ending, so that the
+  // primary's status.json is as fresh as a single process's.
+  let reported = -1;
+  let lastPush = 0;
+  const pushStatus = (): void => {
+    reported = engine.changes;
+    lastPush = Date.now();
+    send({ t: 'status', engine: engine.stats, tunStats: tun.stats, sessions: engine.sessions() });
+  };
+  const statusTimer = setInterval(() => {
+    if (engine.changes !== reported || Date.now() - lastPush >= STATUS_PUSH_MS) pushStatus();
+  }, STATUS_CHANGE_MS);
+  const usersTimer = setInterval(() => {
+    users.reloadIfChanged().catch((err: unknown) => {
+      logger.warn({ err: String(err) }, 'users file not reloaded; keeping the users loaded before');
+    });
+  }, USERS_RELOAD_MS);
+
+  let closing = false;
+  const close = async (): Promise<void> => {
+    if (closing) return;
+    closing = true;
+    clearInterval(statusTimer);
+    clearInterval(usersTimer);
+    engine.close();
+    await front.close();
+    tun.close();
+    process.disconnect?.();
+  };
+
+  process.on('message', (message: ToWorker, handle: unknown) => {
+    switch (message.t) {
+      case 'connection':
+        if (closing) (handle as Socket | undefined)?.destroy();
+        else if (handle !== undefined) front.accept(handle as Socket);
+        return;
+      case 'lease':
+        leases.answer(message.id, message.lease, message.error);
+        return;
+      case 'certificate':
+        front.setCertificate(message);
+        return;
+      case 'replaced':
+        engine.closeUser(message.user);
+        return;
+      case 'reload':
+        engine.reconfigure(message.pushed);
+        logger.level = message.logLevel;
+        users.reloadIfChanged().catch(() => undefined);
+        return;
+      case 'close':
+        void close();
+        return;
+      default:
+        return;
+    }
+  });
+  pushStatus();
+  send({ t: 'ready' });
+}
