@@ -68,6 +68,7 @@ done
 node "$load" users --n "$N" --tunnel-path "$TUNNEL_PATH" --out "$W/users.json"
 
 # --- facade -----------------------------------------------------------------------------------------------
+# One process (--workers 1): the memory per session and the probe are read from the one server process.
 flags=()
 [ -n "${KEEPALIVE:-}" ] && flags+=(--keepalive "$KEEPALIVE")
 prof=()
@@ -77,7 +78,7 @@ mkdir -p "$W/state"
 FACADE_LOAD_PROBE="$W/probe/server.json" ip netns exec $SRV node --expose-gc "${prof[@]}" \
   --import "$repo/dist/bench/load-probe.js" "$cli" server --listen 198.18.0.1:$PORT --http-listen 127.0.0.1:8080 \
   --pool $POOL --users "$W/users.json" --tunnel-path $TUNNEL_PATH --state-dir "$W/state" --tun fload0 \
-  --log-level "$LOG_LEVEL" "${flags[@]}" >"$W/server.log" 2>&1 &
+  --log-level "$LOG_LEVEL" --workers 1 "${flags[@]}" >"$W/server.log" 2>&1 &
 spid=$!; pids+=($spid)
 wait_port $PORT
 grep -q node "/proc/$spid/comm" || { echo "bench/load.sh: pid $spid is not node" >&2; exit 1; }

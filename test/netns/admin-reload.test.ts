@@ -99,10 +99,13 @@ describe('admin socket and SIGHUP reload', { skip: skip ?? false }, () => {
       ),
       out.stdout,
     );
-    const json = JSON.parse((await status('--json')).stdout) as {
-      running: boolean;
-      sessions: { user: string; bytesIn: number; lastSeen: string }[];
-    };
+    // Workers report their counters every second: the ping's bytes show within two.
+    type Live = { running: boolean; sessions: { user: string; bytesIn: number; lastSeen: string }[] };
+    let json = JSON.parse((await status('--json')).stdout) as Live;
+    for (let i = 0; i < 20 && !(json.sessions[0]?.bytesIn ?? 0); i++) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      json = JSON.parse((await status('--json')).stdout) as Live;
+    }
     assert.equal(json.running, true);
     assert.equal(json.sessions[0]?.user, 'ann');
     assert.ok((json.sessions[0]?.bytesIn ?? 0) > 0);

@@ -56,8 +56,18 @@ function normalizeNmapReport(report: string): string {
   const lines = report.split('\n');
   const kept: string[] = [];
   const fingerprints: string[] = [];
+  let inFingerprintStrings = false;
   for (const line of lines) {
     if (/^(Starting Nmap|Nmap done|Host is up|MAC Address|Service detection performed)/.test(line)) continue;
+    // The "fingerprint-strings" block renders the SF records below, grouping probes whose answers are equal
+    // byte for byte: answers a second apart differ in their Date and group differently. The SF records
+    // (compared below, dates masked) hold the same answers one probe at a time.
+    if (/^\| fingerprint-strings:/.test(line)) {
+      inFingerprintStrings = true;
+      continue;
+    }
+    if (inFingerprintStrings && /^\|(?: {2,}|_ {2,})/.test(line)) continue;
+    inFingerprintStrings = false;
     // Fingerprints of unrecognised services: one record per service, cut into 80-column "SF:" lines.
     if (line.startsWith('SF-Port')) {
       fingerprints.push(line);
