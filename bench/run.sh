@@ -104,11 +104,21 @@ wait_log() { # $1 file, $2 pattern, $3 what
 echo secretpw | node "$cli" user add alice --users "$W/users.json" --tunnel-path /bench >/dev/null
 echo secretpw >"$W/pw"
 
-facade_up() { # $1 = tls|plaintext|no-offload (TLS without GSO offload); sets spid cpid
-  local mode=$1 flags="" url="https://198.18.0.1:$PORT/bench" pin=()
+facade_up() { # $1 = tls|limits|ws|h2|plaintext|no-offload (TLS without GSO offload); sets spid cpid
+  # tls is the raw HTTP/1.1 upgrade; ws and h2 the WebSocket and HTTP/2 extended CONNECT transports.
+  local mode=$1 flags="" url="https://198.18.0.1:$PORT/bench" pin=() transport=(--transport upgrade)
   rm -rf "$W/state"; mkdir -p "$W/state"
   if [ "$mode" = plaintext ]; then flags=--plaintext; url="http://198.18.0.1:$PORT/bench"; fi
   if [ "$mode" = no-offload ]; then flags=--no-offload; fi
+  if [ "$mode" = ws ]; then transport=(--transport websocket); fi
+  if [ "$mode" = h2 ]; then transport=(--transport h2); fi
+  # limits: the TLS row again with a rate limit and a quota set high enough never to bind (issue 13): the
+  # cost of shaping and the quota's byte budget beside the unlimited tls row of the same run.
+  if [ "$mode" = limits ]; then
+    node "$cli" user set alice --users "$W/users.json" --rate 100gbit --quota 100TB --quota-period day >/dev/null
+  else
+    node "$cli" user set alice --users "$W/users.json" --rate none --quota none >/dev/null
+  fi
   ip netns exec fsrv node "$cli" server --listen 198.18.0.1:$PORT --http-listen 127.0.0.1:8080 --pool $POOL \
     --users "$W/users.json" --tunnel-path /bench --state-dir "$W/state" --tun fsrv0 --log-level info $flags \
     --workers 1 >"$W/server.log" 2>&1 &
@@ -120,12 +130,12 @@ facade_up() { # $1 = tls|plaintext|no-offload (TLS without GSO offload); sets sp
     pin=(--pin "sha256:$fp")
   fi
   ip netns exec fcli node "$cli" client "$url" --user alice --password-file "$W/pw" "${pin[@]}" --tun fbench0 \
-    --log-level info $flags >"$W/client.log" 2>&1 &
+    --log-level info $flags "${transport[@]}" >"$W/client.log" 2>&1 &
   cpid=$!; pids+=($cpid)
   wait_log "$W/client.log" "connected:" "facade client ($mode)"
 }
 
-measure_facade() { # $1 = tls|plaintext|no-offload
+measure_facade() { # $1 = tls|ws|h2|plaintext|no-offload
   local mode=$1 bw bw_r r srv_gb cli_gb srv_gb_r cli_gb_r loaded=-
   facade_up "$mode"
   cpu_sample "facade-$mode up" "$spid" "$cpid"; iperf_cpu $TUN_ADDR
@@ -167,7 +177,7 @@ profile_facade() { # one TLS upload with node --cpu-prof on both ends
   local fp; fp=$(openssl x509 -in "$W/state/self-signed.crt.pem" -outform der | sha256sum | cut -d' ' -f1)
   ip netns exec fcli node --cpu-prof --cpu-prof-dir="$dir/client" "$cli" client \
     "https://198.18.0.1:$PORT/bench" --user alice --password-file "$W/pw" --pin "sha256:$fp" --tun fbench0 \
-    --log-level info >"$W/client.log" 2>&1 &
+    --log-level info --transport upgrade >"$W/client.log" 2>&1 &
   cpid=$!; pids+=($cpid)
   wait_log "$W/client.log" "connected:" "facade client (profile)"
   echo "profile upload: $(iperf $TUN_ADDR) Mbit/s; download: $(iperf $TUN_ADDR -R) Mbit/s (profiler on)"
@@ -189,7 +199,7 @@ gc_facade() { # one TLS upload and one download with --trace-gc on both ends; co
   local fp; fp=$(openssl x509 -in "$W/state/self-signed.crt.pem" -outform der | sha256sum | cut -d' ' -f1)
   ip netns exec fcli node --trace-gc "$cli" client \
     "https://198.18.0.1:$PORT/bench" --user alice --password-file "$W/pw" --pin "sha256:$fp" --tun fbench0 \
-    --log-level info >"$W/gc-client.log" 2>&1 &
+    --log-level info --transport upgrade >"$W/gc-client.log" 2>&1 &
   cpid=$!; pids+=($cpid)
   wait_log "$W/gc-client.log" "connected:" "facade client (gc)"
   local dir
@@ -235,7 +245,8 @@ measure_workers() { # $1 = workers
   fp=$(openssl x509 -in "$W/state/self-signed.crt.pem" -outform der | sha256sum | cut -d' ' -f1)
   for k in $(seq "$CLIENTS"); do
     ip netns exec "fw$k" node "$cli" client "https://198.18.$((10 + k)).1:$PORT/bench" --user "bench$k" \
-      --password-file "$W/pw" --pin "sha256:$fp" --tun "fbw$k" --log-level info >"$W/client-w$k.log" 2>&1 &
+      --password-file "$W/pw" --pin "sha256:$fp" --tun "fbw$k" --log-level info --transport upgrade \
+      >"$W/client-w$k.log" 2>&1 &
     pids+=($!)
     wait_log "$W/client-w$k.log" "connected:" "facade client $k (--workers $w)"
   done
@@ -265,6 +276,9 @@ if [ "${GC:-}" = only ]; then gc_facade; exit 0; fi
 record plain "$(iperf 198.18.0.1)" "$(rtt 198.18.0.1)"
 measure_tls_stream
 measure_facade tls
+measure_facade limits
+measure_facade ws
+measure_facade h2
 measure_facade plaintext
 measure_facade no-offload
 measure_workers 1

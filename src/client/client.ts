@@ -17,6 +17,7 @@ import {
 } from '../protocol/control.js';
 import { deriveUserKey, keyFromSeed, passwordFromText, type UserKey } from '../protocol/credentials.js';
 import type { OffloadHeader } from '../protocol/frame.js';
+import type { TransportName } from '../protocol/handshake.js';
 import { Session, type SessionCloseReason, type SessionSink } from '../session/session.js';
 import { TunWriteBatch } from '../session/tun-write-batch.js';
 import { Backoff } from './backoff.js';
@@ -61,6 +62,10 @@ export class TunnelClient implements SessionSink {
   /** Sessions that have had their CONFIG. */
   private readonly configured = new WeakSet<Session>();
   private serverAddress = '';
+  /** TLS ends before the server (a proxy in front): sign with the zero binding from the start. */
+  private unbound = false;
+  /** The transport of the current (or last) session, as connect.ts resolved it. */
+  transport: TransportName | undefined;
   /** The user's key pair for this server (its tunnel path is the realm), derived once at start. */
   private userKey: UserKey | undefined;
   private toTun: TunWriteBatch | undefined;
@@ -102,25 +107,30 @@ export class TunnelClient implements SessionSink {
   private async connectLoop(): Promise<void> {
     if (this.stopped) return;
     try {
-      const connection = await connectTunnel(this.config, this.userKey as UserKey);
+      const connection = await connectTunnel(this.config, this.userKey as UserKey, { unbound: this.unbound });
+      if (connection.unbound && !this.unbound && !this.config.plaintext)
+        this.logger.info(
+          'the server took the credential without our TLS binding: TLS ends at a proxy or CDN in front of it, which sees the tunnel in clear; time and nonce bind the credential',
+        );
+      this.unbound = connection.unbound;
       if (this.stopped) {
-        connection.socket.destroy();
+        connection.stream.destroy();
         return;
       }
       this.serverAddress = connection.serverAddress;
-      connection.socket.setNoDelay(true);
+      this.transport = connection.transport;
       const session = new Session({
-        socket: connection.socket,
+        socket: connection.stream,
         sink: this,
         logger: this.logger,
         keepaliveMs: this.config.keepaliveMs,
         initialBytes: connection.rest,
         // The socket reads into one reused buffer: no garbage per read on the way to the TUN.
-        pushedReads: true,
+        pushedReads: connection.pushedReads,
       });
       this.session = session;
-      connection.onRead(session.receive);
-      connection.socket.resume();
+      if (connection.pushedReads) connection.onRead(session.receive);
+      connection.start();
     } catch (err) {
       // A name that does not exist and never did for us is a typo, not an outage: say so and stop.
       if (err instanceof PermanentConnectError || (err instanceof NameNotFoundError && !this.everConnected)) {
@@ -233,8 +243,9 @@ export class TunnelClient implements SessionSink {
         routes,
         mtu: config.mtu,
         dev: this.tun.name,
+        transport: this.transport,
       },
-      `connected: ${config.ipv4?.address ?? config.ipv6?.address} via ${this.config.url.host}, routes ${routes.join(' ') || '(none)'}`,
+      `connected: ${config.ipv4?.address ?? config.ipv6?.address} via ${this.config.url.host} (${this.transport}), routes ${routes.join(' ') || '(none)'}`,
     );
   }
 

@@ -9,6 +9,7 @@ import { SERVER_SETTINGS } from '../config/server-settings.js';
 import { resolveSettings, withDefault } from '../config/setting.js';
 import { adminSocketPath, askStatus } from '../server/admin-socket.js';
 import { readStatusFile, type StatusSnapshot } from '../server/status.js';
+import { formatBytes } from '../users/policy.js';
 
 // The server's own setting, so the default and a `--config` server file agree with the server.
 const STATUS_SETTINGS = {
@@ -77,6 +78,20 @@ function render(status: StatusSnapshot): string {
         : `  last seen ${Math.max(0, Math.round((now - Date.parse(s.lastSeen)) / 1000))} s ago`;
     lines.push(
       `  ${s.user}  ${s.ipv4}${s.ipv6 === undefined ? '' : ` ${s.ipv6}`}  from ${s.remote} (${s.transport})  since ${s.since}  in ${s.bytesIn} B  out ${s.bytesOut} B${seen}${s.worker === undefined ? '' : `  worker ${s.worker}`}`,
+    );
+  }
+  // Accounting (UTC days), in + out, for users who used anything or have a quota.
+  const usage = Object.entries(status.usage ?? {}).filter(
+    ([, u]) => u.quotaBytes !== undefined || u.month.bytesIn + u.month.bytesOut > 0,
+  );
+  if (usage.length > 0) lines.push('usage (UTC; in + out)');
+  for (const [user, u] of usage) {
+    const quota =
+      u.quotaBytes === undefined
+        ? ''
+        : `  quota ${formatBytes(u.quotaUsed ?? 0)} of ${formatBytes(u.quotaBytes)} this ${u.quotaPeriod}`;
+    lines.push(
+      `  ${user}  today ${formatBytes(u.today.bytesIn + u.today.bytesOut)}  month ${formatBytes(u.month.bytesIn + u.month.bytesOut)}${quota}`,
     );
   }
   return `${lines.join('\n')}\n`;

@@ -21,7 +21,17 @@ import {
   userNameProblem,
 } from '../protocol/credentials.js';
 import { formatInvite } from '../protocol/invite.js';
-import { UsersFile } from '../users/users-file.js';
+import { Accounting } from '../server/accounting.js';
+import {
+  formatBytes,
+  formatRate,
+  parseExpiry,
+  parseRate,
+  parseSize,
+  type QuotaPeriod,
+  type UserPolicy,
+} from '../users/policy.js';
+import { type UserRecord, UsersFile } from '../users/users-file.js';
 import { dialTarget, type InviteSource, inviteText, trustOf } from './invites.js';
 
 export interface CommandIo {
@@ -33,9 +43,12 @@ export interface CommandIo {
 export const USER_USAGE = `Usage:
   facade user add NAME --config FILE [--static-ipv4 ADDR] [--static-ipv6 ADDR]
   facade user add NAME --users FILE --tunnel-path PATH [--static-ipv4 ADDR] [--static-ipv6 ADDR]
+  facade user add NAME ... [--expires ISO-8601|never] [--quota SIZE|none [--quota-period day|month]]
+                          [--rate RATE|none] [--max-sessions 1]
+  facade user set NAME (--users FILE | --config FILE) [the same policy options]
   facade user invite NAME --config FILE [--new-key] [--host NAME_OR_IP[:PORT]] [--state-dir DIR]
   facade user del NAME (--users FILE | --config FILE)
-  facade user list (--users FILE | --config FILE)
+  facade user list (--users FILE | --config FILE) [--state-dir DIR]
 
 --config takes the users file and the tunnel path from the server's config (facade.json).
 add   reads the password from stdin: the first line of a pipe or file (e.g.
@@ -53,7 +66,18 @@ invite prints a facade:// link with everything a client needs (server, tunnel pa
       its ACME domain; self-signed servers are pinned by the certificate in the
       state directory.
 del   removes the user; their running tunnel is not cut, the next connect fails.
-list  prints one user per line, with static addresses if any.
+set   changes a user's policy; a running server applies it within seconds, without
+      dropping anyone: a new rate to the running session, an expiry or quota
+      already passed ends it. --expires 2027-01-01 (or a full ISO 8601 time;
+      never: no expiry); --quota 50GB (sizes: 500MB, 50GB, 1.5GiB; both ways
+      together, per --quota-period, default month, in UTC; none: no quota);
+      --rate 20mbit (bits per second, each way: kbit, mbit, gbit; none: no limit).
+      An expired user, or one over quota, is refused at login like a wrong
+      password, and a running session of theirs ends with the reason.
+      --max-sessions: 1 is the only value: a user holds one address and a second
+      login replaces the first.
+list  prints one user per line, with static addresses, policy, and the bytes used
+      today and this month (from usage.json in --state-dir, which the server saves).
 
 The server re-reads the users file when it changes; no restart is needed.
 `;
@@ -85,6 +109,26 @@ const USER_SETTINGS = {
     flag: 'static-ipv6',
     help: 'add: the IPv6 address this user always gets',
   }),
+  expires: optional(text('ISO-8601|never'), {
+    flag: 'expires',
+    help: 'add, set: when the account expires (2027-01-01 or a full ISO 8601 time, UTC unless an offset is given); never: no expiry',
+  }),
+  quota: optional(text('SIZE|none'), {
+    flag: 'quota',
+    help: 'add, set: data both ways per quota period (500MB, 50GB, 1.5GiB); none: no quota',
+  }),
+  quotaPeriod: optional(text('day|month'), {
+    flag: 'quota-period',
+    help: 'add, set: the quota period, a calendar day or month in UTC (default month)',
+  }),
+  rate: optional(text('RATE|none'), {
+    flag: 'rate',
+    help: 'add, set: rate limit each way in bits per second (512kbit, 20mbit, 1gbit); none: no limit',
+  }),
+  maxSessions: optional(text('N'), {
+    flag: 'max-sessions',
+    help: 'add, set: sessions at once; 1 is the only value (one address a user; a second login replaces the first)',
+  }),
   newKey: withDefault(onOff, false, {
     flag: 'new-key',
     help: 'invite: give the user a generated key (added if missing); their old password or invite stops working',
@@ -114,8 +158,17 @@ const USER_SETTINGS = {
   },
 };
 
+/** Policy changes from the command line: undefined leaves a field as it is, null clears it. */
+interface PolicyChanges {
+  expires?: string | null;
+  quotaBytes?: number | null;
+  quotaPeriod?: QuotaPeriod;
+  rateBitsPerSecond?: number | null;
+}
+
 interface ParsedArgs {
-  action: 'add' | 'del' | 'list' | 'invite';
+  action: 'add' | 'del' | 'list' | 'invite' | 'set';
+  policy: PolicyChanges;
   name?: string;
   usersPath: string;
   tunnelPath?: string | undefined;
@@ -125,7 +178,7 @@ interface ParsedArgs {
   invite: InviteSource;
 }
 
-const ACTIONS = ['add', 'del', 'list', 'invite'] as const;
+const ACTIONS = ['add', 'set', 'del', 'list', 'invite'] as const;
 
 const usage = (problem: string): FacadeError => facadeError('CLI_USAGE', [problem, 'user']);
 
@@ -154,6 +207,8 @@ export async function runUserCommand(argv: string[], io: CommandIo): Promise<num
         return await listUsers(args, io);
       case 'invite':
         return await inviteUser(args, io);
+      case 'set':
+        return await setUser(args, io);
     }
   } catch (err) {
     if (!(err instanceof FacadeError)) throw err;
@@ -166,6 +221,7 @@ export async function runUserCommand(argv: string[], io: CommandIo): Promise<num
       'USERS_FILE_V1',
       'USERS_FILE_REALM',
       'INVITE_UNAVAILABLE',
+      'CLI_USAGE',
     ] as const;
     return callers.some((code) => isFacadeError(err, code)) ? EXIT_USAGE : EXIT_FAILED;
   }
@@ -183,9 +239,9 @@ function parseArgs(argv: string[]): ParsedArgs | undefined {
   );
 
   const [action, name, ...extra] = positionals;
-  if (action === undefined) throw usage('missing action: add, invite, del or list');
+  if (action === undefined) throw usage('missing action: add, set, invite, del or list');
   if (!(ACTIONS as readonly string[]).includes(action))
-    throw usage(`unknown action "${action}": expected add, invite, del or list`);
+    throw usage(`unknown action "${action}": expected add, set, invite, del or list`);
   if (options.users === undefined)
     throw usage("missing --users FILE (or --config FILE, the server's facade.json)");
 
@@ -200,6 +256,11 @@ function parseArgs(argv: string[]): ParsedArgs | undefined {
   if ((options.staticIpv4 !== undefined || options.staticIpv6 !== undefined) && action !== 'add')
     throw usage('--static-ipv4/--static-ipv6 only go with add');
   if (options.newKey && action !== 'invite') throw usage('--new-key only goes with invite');
+  const policy = policyChanges(options);
+  if (Object.keys(policy).length > 0 && action !== 'add' && action !== 'set')
+    throw usage('--expires, --quota, --quota-period, --rate and --max-sessions only go with add or set');
+  if (action === 'set' && Object.keys(policy).length === 0 && options.maxSessions === undefined)
+    throw usage('set needs at least one of --expires, --quota, --quota-period, --rate, --max-sessions');
   if ((action === 'add' || action === 'invite') && options.tunnelPath === undefined)
     throw usage(
       `${action} needs the server's tunnel path (keys are derived from it): --config FILE (the server's facade.json) or --tunnel-path PATH`,
@@ -207,6 +268,7 @@ function parseArgs(argv: string[]): ParsedArgs | undefined {
 
   const parsed: ParsedArgs = {
     action: action as ParsedArgs['action'],
+    policy,
     usersPath: options.users,
     tunnelPath: options.tunnelPath,
     staticIpv4: options.staticIpv4,
@@ -225,6 +287,92 @@ function parseArgs(argv: string[]): ParsedArgs | undefined {
   return parsed;
 }
 
+/** The policy options, checked; a bad value is a usage error naming the flag. */
+function policyChanges(options: {
+  expires?: string | undefined;
+  quota?: string | undefined;
+  quotaPeriod?: string | undefined;
+  rate?: string | undefined;
+  maxSessions?: string | undefined;
+}): PolicyChanges {
+  const changes: PolicyChanges = {};
+  if (options.expires !== undefined) {
+    const expires = options.expires === 'never' ? null : parseExpiry(options.expires);
+    if (expires === null && options.expires !== 'never')
+      throw usage(
+        `--expires expects an ISO 8601 date or time (2027-01-01, 2027-01-01T12:00:00Z) or never, got "${options.expires}"`,
+      );
+    changes.expires = expires;
+  }
+  if (options.quota !== undefined) {
+    const bytes = options.quota === 'none' ? null : parseSize(options.quota);
+    if (bytes === null && options.quota !== 'none')
+      throw usage(`--quota expects a size such as 500MB, 50GB or 1.5GiB, or none, got "${options.quota}"`);
+    changes.quotaBytes = bytes;
+  }
+  if (options.quotaPeriod !== undefined) {
+    if (options.quotaPeriod !== 'day' && options.quotaPeriod !== 'month')
+      throw usage(`--quota-period expects day or month, got "${options.quotaPeriod}"`);
+    changes.quotaPeriod = options.quotaPeriod;
+  }
+  if (options.rate !== undefined) {
+    const bits = options.rate === 'none' ? null : parseRate(options.rate);
+    if (bits === null && options.rate !== 'none')
+      throw usage(
+        `--rate expects bits per second of at least 8kbit, such as 512kbit, 20mbit or 1gbit, or none, got "${options.rate}"`,
+      );
+    changes.rateBitsPerSecond = bits;
+  }
+  if (options.maxSessions !== undefined && options.maxSessions !== '1')
+    throw usage(
+      `--max-sessions ${options.maxSessions}: 1 is the only value; a user holds one address and a second login replaces the first (give each device its own user instead)`,
+    );
+  return changes;
+}
+
+/** A policy with the changes applied. */
+function applyChanges(current: UserPolicy, changes: PolicyChanges): UserPolicy {
+  const next: { -readonly [K in keyof UserPolicy]: UserPolicy[K] } = { ...current };
+  if (changes.expires !== undefined) next.expires = changes.expires ?? undefined;
+  if (changes.rateBitsPerSecond !== undefined)
+    next.rateBitsPerSecond = changes.rateBitsPerSecond ?? undefined;
+  if (changes.quotaBytes !== undefined) {
+    next.quotaBytes = changes.quotaBytes ?? undefined;
+    next.quotaPeriod =
+      changes.quotaBytes === null ? undefined : (changes.quotaPeriod ?? current.quotaPeriod ?? 'month');
+  } else if (changes.quotaPeriod !== undefined) {
+    if (current.quotaBytes === undefined) throw usage('--quota-period needs a quota: give --quota SIZE too');
+    next.quotaPeriod = changes.quotaPeriod;
+  }
+  for (const key of Object.keys(next) as (keyof UserPolicy)[]) if (next[key] === undefined) delete next[key];
+  return next;
+}
+
+/** The policy for people: "expires 2027-01-01T00:00:00.000Z, quota 50 GB a month, rate 20 Mbit/s". */
+function describePolicy(policy: UserPolicy | undefined): string[] {
+  if (policy === undefined) return [];
+  const parts: string[] = [];
+  if (policy.expires !== undefined) parts.push(`expires=${policy.expires}`);
+  if (policy.quotaBytes !== undefined)
+    parts.push(`quota=${formatBytes(policy.quotaBytes)}/${policy.quotaPeriod ?? 'month'}`);
+  if (policy.rateBitsPerSecond !== undefined) parts.push(`rate=${formatRate(policy.rateBitsPerSecond)}`);
+  return parts;
+}
+
+async function setUser(args: ParsedArgs, io: CommandIo): Promise<number> {
+  const name = args.name!;
+  const users = await UsersFile.load(args.usersPath);
+  const current = users.get(name);
+  if (current === undefined) throw facadeError('USER_UNKNOWN', [name, args.usersPath]);
+  const record = users.setPolicy(name, applyChanges(current.policy ?? {}, args.policy));
+  await users.save();
+  const policy = describePolicy(record.policy);
+  io.stdout.write(
+    `set user "${name}" in ${args.usersPath}: ${policy.length === 0 ? 'no limits' : policy.join(' ')}\n`,
+  );
+  return EXIT_OK;
+}
+
 async function addUser(args: ParsedArgs, io: CommandIo): Promise<number> {
   const name = args.name!;
   // Load first: a missing name or an existing user is reported before anyone types a password.
@@ -233,7 +381,9 @@ async function addUser(args: ParsedArgs, io: CommandIo): Promise<number> {
   const users = await UsersFile.load(args.usersPath, { allowMissing: true, tunnelPath });
   if (users.has(name)) throw facadeError('USER_EXISTS', [name, args.usersPath]);
   const password = await readPassword(name, io);
+  const policy = applyChanges({}, args.policy);
   await users.add(name, password, tunnelPath, { ipv4: args.staticIpv4, ipv6: args.staticIpv6 });
+  if (Object.keys(policy).length > 0) users.setPolicy(name, policy);
   await users.save();
   io.stdout.write(`added user "${name}" to ${args.usersPath}\n`);
   return EXIT_OK;
@@ -296,15 +446,30 @@ async function listUsers(args: ParsedArgs, io: CommandIo): Promise<number> {
   const users = await UsersFile.load(args.usersPath);
   if (users.permissionsWarning !== undefined)
     io.stderr.write(`facade user list: warning: ${users.permissionsWarning}\n`);
+  // The server's accounting, as last saved (at most USAGE_SAVE_MS old while it runs).
+  const usage = await Accounting.load(args.invite.stateDir);
   let out = '';
   for (const user of users.list()) {
     out += user.name;
     if (user.staticIpv4 !== undefined) out += `\tipv4=${user.staticIpv4}`;
     if (user.staticIpv6 !== undefined) out += `\tipv6=${user.staticIpv6}`;
+    for (const part of describePolicy(user.policy)) out += `\t${part}`;
+    out += usageText(usage, user);
     out += '\n';
   }
   io.stdout.write(out);
   return EXIT_OK;
+}
+
+/** "\ttoday=1.2 MB month=40 GB quota-used=40 GB" (in + out), or nothing for a user without usage. */
+function usageText(usage: Accounting, user: UserRecord): string {
+  const summary = usage.summary(user.name, user.policy);
+  if (summary.quotaUsed === undefined && !usage.users().includes(user.name)) return '';
+  const today = summary.today.bytesIn + summary.today.bytesOut;
+  const month = summary.month.bytesIn + summary.month.bytesOut;
+  let text = `\ttoday=${formatBytes(today)}\tmonth=${formatBytes(month)}`;
+  if (summary.quotaUsed !== undefined) text += `\tquota-used=${formatBytes(summary.quotaUsed)}`;
+  return text;
 }
 
 async function readPassword(name: string, io: CommandIo, { confirm = true } = {}): Promise<string> {

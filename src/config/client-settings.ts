@@ -12,7 +12,7 @@ import {
   tunName,
 } from './common-settings.js';
 import { convert, onOff, pin, problem, text, url, where } from './kinds.js';
-import type { ClientConfig } from './schema.js';
+import { CLIENT_TRANSPORTS, type ClientConfig, type ClientTransport } from './schema.js';
 import { invalid, optional, type RawSettings, resolveSettings, type Values, withDefault } from './setting.js';
 
 /** An invite link, checked as it is read; the resolver names the key, the problem never holds the key. */
@@ -67,6 +67,21 @@ export const CLIENT_SETTINGS = {
     help: 'apply the DNS servers the server pushes',
     aliases: [offSwitch('noDns', 'no-dns')],
   }),
+  transport: withDefault(
+    convert(
+      where(text('auto|upgrade|websocket|h2'), (value) =>
+        (CLIENT_TRANSPORTS as readonly string[]).includes(value)
+          ? null
+          : `expected one of ${CLIENT_TRANSPORTS.join(', ')}, got "${value}"`,
+      ),
+      (value) => value as ClientTransport,
+    ),
+    'auto',
+    {
+      flag: 'transport',
+      help: 'how the tunnel is carried: h2, an HTTP/2 extended CONNECT stream; websocket, a WebSocket (for a CDN or a proxy that carries only those); upgrade, the raw HTTP/1.1 upgrade; auto: h2 where the server offers it, else upgrade',
+    },
+  ),
   offload: offload('announce the offload capability (GSO super-packets through the TUN)'),
   logLevel,
   logFormat,

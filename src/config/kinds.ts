@@ -140,6 +140,21 @@ export const listenAddress: Kind<ListenAddress> = convert(text('ADDR:PORT'), (va
   return { host, port };
 });
 
+/** --metrics: ADDR:PORT, or a port alone on loopback (metrics must not be public by accident). */
+export const metricsAddress: Kind<ListenAddress> = convert(text('[ADDR:]PORT'), (value) => {
+  if (/^\d{1,5}$/.test(value)) {
+    const port = Number(value);
+    if (port < 1 || port > 65535) problem(`expected a port from 1 to 65535, got "${value}"`);
+    return { host: '127.0.0.1', port };
+  }
+  const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:]+)):(\d{1,5})$/.exec(value);
+  const port = match === null ? Number.NaN : Number(match[3]);
+  if (match === null || !(port >= 1 && port <= 65535)) problem(`expected ADDR:PORT or PORT, got "${value}"`);
+  const host = (match[1] ?? match[2]) as string;
+  if (isIP(host) === 0) problem(`"${host}" is not an IP address`);
+  return { host, port };
+});
+
 export const url: Kind<URL> = convert(text('URL'), (value) => {
   try {
     return new URL(value);

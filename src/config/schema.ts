@@ -43,6 +43,11 @@ export interface ServerConfig {
   /** User the server switches to after start-up (server/privileges.ts); 'root' keeps root. */
   readonly runAs: string;
   readonly plaintext: boolean;
+  /**
+   * Plain HTTP on this address for a TLS-terminating reverse proxy in front (--behind-proxy); `listen` is
+   * this address then, and there is no certificate, no port 80 and no TLS binding of credentials.
+   */
+  readonly behindProxy?: ListenAddress | undefined;
   readonly clientToClient: boolean;
   readonly mtu: number;
   readonly dns: readonly string[];
@@ -60,7 +65,13 @@ export interface ServerConfig {
   readonly host?: DialAddress | undefined;
   /** Forwarding and masquerading of the pools out of one interface (server/nat.ts). */
   readonly nat?: NatChoice | undefined;
+  /** Prometheus metrics (GET /metrics) on this address (server/metrics.ts); off when absent. */
+  readonly metrics?: ListenAddress | undefined;
 }
+
+/** How the client carries its tunnel (client/connect.ts); auto picks h2 where the server offers it. */
+export const CLIENT_TRANSPORTS = ['auto', 'upgrade', 'websocket', 'h2'] as const;
+export type ClientTransport = (typeof CLIENT_TRANSPORTS)[number];
 
 export interface ClientConfig {
   readonly url: URL;
@@ -78,6 +89,8 @@ export interface ClientConfig {
   readonly dns: boolean;
   /** Announce the offload capability (GSO super-packets through a TUN with IFF_VNET_HDR). */
   readonly offload: boolean;
+  /** How the tunnel is carried (client/connect.ts); not given: auto. */
+  readonly transport?: ClientTransport | undefined;
   readonly logLevel: string;
   readonly logFormat?: LogFormat | undefined;
 }

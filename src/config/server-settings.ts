@@ -11,6 +11,7 @@ import {
   ipAddress,
   list,
   listenAddress,
+  metricsAddress,
   natChoice,
   onOff,
   prefix,
@@ -98,6 +99,10 @@ export const SERVER_SETTINGS = {
     },
   ),
   plaintext,
+  behindProxy: optional(listenAddress, {
+    flag: 'behind-proxy',
+    help: 'serve plain HTTP on this address (loopback) for a TLS-terminating reverse proxy or CDN in front that forwards the tunnel path; instead of listen, no TLS, certificate or port 80 here (README: behind nginx or Caddy)',
+  }),
   clientToClient: withDefault(onOff, false, {
     flag: 'client-to-client',
     help: 'let clients reach each other',
@@ -105,6 +110,10 @@ export const SERVER_SETTINGS = {
   nat: withDefault(natChoice, false, {
     flag: 'nat',
     help: "internet for the clients: turn on forwarding and masquerade the pools out of IFACE (the default route's interface when not named), with MSS clamping, in facade's own nftables table, removed at exit",
+  }),
+  metrics: optional(metricsAddress, {
+    flag: 'metrics',
+    help: 'serve Prometheus metrics (GET /metrics) on this address, never on the public site; a port alone means 127.0.0.1:PORT',
   }),
   mtu: withDefault(integer(MIN_TUNNEL_MTU, 65535), DEFAULT_TUNNEL_MTU, { flag: 'mtu', help: 'tunnel MTU' }),
   dns: withDefault(list('A,B', ipAddress), '', {
@@ -142,5 +151,12 @@ export function validateServerConfig(raw: RawSettings): ServerConfig {
     invalid('domain', 'use either domain (ACME) or cert/key, not both');
   if (config.domain !== undefined && config.email === undefined)
     invalid('email', 'is required with domain: the ACME account contact');
+  if (config.behindProxy !== undefined) {
+    // TLS ends at the proxy: nothing here holds a certificate or answers port 80.
+    for (const key of ['domain', 'cert', 'httpListen'] as const)
+      if (config[key] !== undefined) invalid(key, 'TLS ends at the proxy with behindProxy: leave it out');
+    if (config.plaintext) invalid('plaintext', 'behindProxy is plain HTTP already: leave plaintext out');
+    return { ...config, listen: config.behindProxy };
+  }
   return config;
 }

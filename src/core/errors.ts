@@ -97,6 +97,7 @@ export const Errors = {
   ),
   FRAME_INVALID: define('FACADE_ERR_FRAME_INVALID', 'malformed frame: %s', PEER_BROKE_PROTOCOL),
   CONTROL_INVALID: define('FACADE_ERR_CONTROL_INVALID', 'malformed control message: %s', PEER_BROKE_PROTOCOL),
+  WEBSOCKET_INVALID: define('FACADE_ERR_WEBSOCKET_INVALID', 'WebSocket framing: %s', PEER_BROKE_PROTOCOL),
   FRAME_OFFLOAD: define(
     'FACADE_ERR_FRAME_OFFLOAD',
     'DATA_OFFLOAD frame of %s bytes, but offload was not negotiated for this session (check the Facade-Capabilities request header and the CONFIG offload field)',

@@ -28,6 +28,16 @@ export const TUN_TX_QUEUE_PACKETS = 1000;
 /** Packets the native reader drains per wake-up at most, so one busy TUN cannot starve the event loop. */
 export const TUN_BATCH_PACKETS = 256;
 
+/**
+ * HTTP/2 receive windows of a tunnel (the h2 transport, RFC 8441), both sides: per stream and per
+ * connection. h2's default 64 KiB window lets a 64 KiB DATA_OFFLOAD frame stall every round trip; 4 MiB
+ * covers a full-speed path's bandwidth-delay product (5 Gbit/s × 6 ms) and what the receiver's event loop
+ * holds between reads, so the window is not the bottleneck. It bounds what a peer can make us buffer per
+ * stream too, which is why it is not larger.
+ */
+export const H2_STREAM_WINDOW_BYTES = 4 * 1024 * 1024;
+export const H2_SESSION_WINDOW_BYTES = 8 * 1024 * 1024;
+
 /** Time a client has to send a complete tunnel request head; matches Node's default headersTimeout. */
 export const HANDSHAKE_TIMEOUT_MS = 60_000;
 

@@ -71,6 +71,40 @@ export interface EngineOptions {
   readonly staticAddresses: (user: string) => StaticAddresses | undefined;
   /** The engine stopped on a failure no session can survive (the TUN failed); called once. */
   readonly onFatal: (err: Error) => void;
+  /** A user's shaping rate in bytes per second each way, 0 for none (their policy); default none. */
+  readonly rateLimitOf?: ((user: string) => number) | undefined;
+}
+
+/** One user's traffic through this engine since it started, ended sessions included. */
+export interface UserCounters {
+  bytesIn: number;
+  bytesOut: number;
+  packetsIn: number;
+  packetsOut: number;
+}
+
+/** Packets dropped by the sessions of this engine since it started, by reason (ended sessions included). */
+export interface DropCounters {
+  spoof: number;
+  queueFull: number;
+  rateLimit: number;
+  invalid: number;
+  offload: number;
+}
+
+/** What accounting and metrics read of an engine: cumulative, so a reader takes differences. */
+export interface EngineCounters {
+  readonly users: Record<string, UserCounters>;
+  readonly drops: DropCounters;
+}
+
+/**
+ * A user's data allowance on this engine: their session ends (with `message`) once the user's
+ * bytesIn + bytesOut through this engine (UserCounters, cumulative) reach `limit`.
+ */
+export interface ByteAllowance {
+  readonly limit: number;
+  readonly message: string;
 }
 
 /** What a reload may change for the sessions that start after it. */
@@ -146,6 +180,17 @@ export class TunnelEngine implements SessionSink {
   private pushed: PushedSettings;
   /** Counts sessions started and ended: a status reader (a worker's report) sees a change without diffing. */
   private sessionChanges = 0;
+  /** Traffic of ended sessions, per user, and their drops: counters() adds the live sessions'. */
+  private readonly endedUsers = new Map<string, UserCounters>();
+  private readonly endedDrops: DropCounters = {
+    spoof: 0,
+    queueFull: 0,
+    rateLimit: 0,
+    invalid: 0,
+    offload: 0,
+  };
+  /** Data quotas in force (setAllowances). */
+  private allowances: ReadonlyMap<string, ByteAllowance> = new Map();
 
   constructor(options: EngineOptions) {
     this.options = options;
@@ -184,6 +229,54 @@ export class TunnelEngine implements SessionSink {
   /** New pushed routes, DNS and keepalive (a reload): sessions that start from now get them. */
   reconfigure(pushed: PushedSettings): void {
     this.pushed = pushed;
+  }
+
+  /** Every user's traffic and the drops by reason since the engine started (monotonic). */
+  counters(): EngineCounters {
+    const users: Record<string, UserCounters> = Object.create(null);
+    for (const [user, ended] of this.endedUsers) users[user] = { ...ended };
+    const drops = { ...this.endedDrops };
+    for (const peer of this.peers.values()) {
+      const stats = peer.session.stats;
+      const total = users[peer.user] ?? { bytesIn: 0, bytesOut: 0, packetsIn: 0, packetsOut: 0 };
+      addUserCounters(total, stats);
+      users[peer.user] = total;
+      addDrops(drops, stats);
+    }
+    return { users, drops };
+  }
+
+  /** Changes a user's shaping rate (bytes per second each way, 0: none) on their running session. */
+  setRateLimit(user: string, bytesPerSecond: number): void {
+    this.byUser.get(user)?.session.setRateLimit(bytesPerSecond);
+  }
+
+  /** The users with a running session here. */
+  users(): string[] {
+    return [...this.byUser.keys()];
+  }
+
+  /** Data quotas: each listed user's session ends once their counters reach the limit; others have none. */
+  setAllowances(allowances: ReadonlyMap<string, ByteAllowance>): void {
+    const before = this.allowances;
+    this.allowances = allowances;
+    for (const [user, peer] of this.byUser) {
+      if (allowances.get(user) !== before.get(user)) this.applyAllowance(peer);
+    }
+  }
+
+  private applyAllowance(peer: Peer): void {
+    const allowance = this.allowances.get(peer.user);
+    if (allowance === undefined) {
+      peer.session.setByteBudget(Number.POSITIVE_INFINITY, () => undefined);
+      return;
+    }
+    const ended = this.endedUsers.get(peer.user);
+    const before = ended === undefined ? 0 : ended.bytesIn + ended.bytesOut;
+    const session = peer.session;
+    session.setByteBudget(allowance.limit - before, () =>
+      session.close(DisconnectReason.ADMIN, allowance.message),
+    );
   }
 
   /** Grows whenever a session starts or ends. */
@@ -301,6 +394,9 @@ export class TunnelEngine implements SessionSink {
     this.byUser.set(user, peer);
     this.sessionChanges++;
     this.router.add(peer, peer.ipv4, peer.ipv6Key);
+    const rate = this.options.rateLimitOf?.(user) ?? 0;
+    if (rate !== 0) session.setRateLimit(rate);
+    if (this.allowances.has(user)) this.applyAllowance(peer);
     const pool = this.options.pool;
     const routes = [pool.ipv4Cidr, ...this.pushed.routes];
     if (lease.ipv6 !== undefined && pool.ipv6Cidr !== undefined) routes.push(pool.ipv6Cidr);
@@ -324,10 +420,13 @@ export class TunnelEngine implements SessionSink {
    * Ends `user`'s session here, if any, as replaced: they connected again (here, or on another worker,
    * which the primary tells this one).
    */
-  closeUser(user: string): void {
+  closeUser(
+    user: string,
+    reason: number = DisconnectReason.REPLACED,
+    message = 'the same user connected again',
+  ): void {
     const previous = this.byUser.get(user);
-    if (previous !== undefined)
-      previous.session.close(DisconnectReason.REPLACED, 'the same user connected again');
+    if (previous !== undefined) previous.session.close(reason, message);
   }
 
   // --- TUN → clients -------------------------------------------------------------------------------
@@ -411,6 +510,10 @@ export class TunnelEngine implements SessionSink {
     this.sessionChanges++;
     if (this.byUser.get(peer.user) === peer) this.byUser.delete(peer.user);
     this.router.remove(peer, peer.ipv4, peer.ipv6Key);
+    const ended = this.endedUsers.get(peer.user) ?? { bytesIn: 0, bytesOut: 0, packetsIn: 0, packetsOut: 0 };
+    addUserCounters(ended, session.stats);
+    this.endedUsers.set(peer.user, ended);
+    addDrops(this.endedDrops, session.stats);
     // The lease names its generation: a replaced session closing late cannot release its successor's.
     this.options.pool.release(peer.user, peer.lease);
     this.options.logger.info(
@@ -448,6 +551,21 @@ export class TunnelEngine implements SessionSink {
     this.closed = true;
     for (const session of [...this.peers.keys()]) session.close(reason, message);
   }
+}
+
+function addUserCounters(total: UserCounters, stats: SessionStats): void {
+  total.bytesIn += stats.bytesIn;
+  total.bytesOut += stats.bytesOut;
+  total.packetsIn += stats.packetsIn;
+  total.packetsOut += stats.packetsOut;
+}
+
+function addDrops(total: DropCounters, stats: SessionStats): void {
+  total.spoof += stats.spoofDrops;
+  total.queueFull += stats.queueDrops;
+  total.rateLimit += stats.rateDrops;
+  total.invalid += stats.invalidDrops;
+  total.offload += stats.offloadDrops;
 }
 
 /** A session that never gets an address may send from none (-1 is no IPv4 address's number). */

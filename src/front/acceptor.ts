@@ -19,9 +19,11 @@ import {
   type TunnelIdentity,
   type TunnelRequest,
   UPGRADE_RESPONSE,
+  upgradeTransport,
 } from '../protocol/handshake.js';
 import type { RequestHead } from '../protocol/http-head.js';
 import type { FrontDoorOptions } from './front-door.js';
+import { acceptWebSocket } from './websocket.js';
 
 /** How long refused tunnel requests are gathered into one log line (a prober cannot flood it). */
 const REFUSAL_LOG_INTERVAL_MS = 1_000;
@@ -61,8 +63,20 @@ export function createUpgradeAcceptor(options: {
   authenticate: (request: TunnelRequest) => TunnelIdentity | null;
   host: TunnelHost;
   logger: Logger;
-}): Omit<FrontDoorOptions<TunnelIdentity>, 'tunnelPath'> & { close(): void } {
+  /** Connections come from a reverse proxy: the client's address is the last X-Forwarded-For entry. */
+  behindProxy?: boolean | undefined;
+}): Omit<FrontDoorOptions<TunnelIdentity>, 'tunnelPath'> & {
+  /** A refusal another transport saw (h2-connect.ts), for the same aggregate log line. */
+  recordRefusal(authorization: string | undefined, remoteAddress: string): void;
+  close(): void;
+} {
   const { authenticate, host, logger } = options;
+  const remoteOf = (head: RequestHead, socket: Socket): string => {
+    const direct = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
+    if (options.behindProxy !== true) return direct;
+    const forwarded = head.headers.get('x-forwarded-for')?.split(',').pop()?.trim();
+    return forwarded === undefined || forwarded === '' ? direct : `${forwarded} (via ${direct})`;
+  };
   const refusals = new RefusalLog(logger);
   return {
     authenticate(head: RequestHead | null, socket: Socket): TunnelIdentity | null {
@@ -73,18 +87,25 @@ export function createUpgradeAcceptor(options: {
           ? { target: '', headers: UNPARSED_HEADERS, binding }
           : { target: head.target, headers: head.headers, binding },
       );
-      return head !== null && isUpgradeRequest(head) ? identity : null;
+      return head !== null && isUpgradeRequest(head) && upgradeTransport(head.headers) !== null
+        ? identity
+        : null;
     },
-    accept(_head: RequestHead, socket: Socket, rest: Buffer, identity: TunnelIdentity): void {
+    accept(head: RequestHead, socket: Socket, rest: Buffer, identity: TunnelIdentity): void {
       socket.setNoDelay(true);
+      const remote = remoteOf(head, socket);
+      if (upgradeTransport(head.headers) === 'websocket') {
+        acceptWebSocket(head, socket, rest, identity, host, remote);
+        return;
+      }
       socket.write(UPGRADE_RESPONSE);
-      host.attach(socket, identity, rest, {
-        remote: `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`,
-        transport: 'upgrade',
-      });
+      host.attach(socket, identity, rest, { remote, transport: 'upgrade' });
     },
     onRefused(head: RequestHead | null, remoteAddress: string): void {
       refusals.add(remoteAddress, head?.headers.get('authorization'));
+    },
+    recordRefusal(authorization: string | undefined, remoteAddress: string): void {
+      refusals.add(remoteAddress, authorization);
     },
     close(): void {
       refusals.close();

@@ -3,14 +3,20 @@
 // what the probes measure is what runs.
 //
 //   connection ─► front door (front-door.ts) ─► tunnel request, authenticated? ─ yes ─► acceptor ─► host
+//                                              │                     (raw upgrade or WebSocket, websocket.ts)
 //                                              └─ anything else ─► the site (site.ts), byte for byte
+//   h2 stream ─► CONNECT :protocol facade on the tunnel path, authenticated? (h2-connect.ts) ─ yes ─► host
+//                └─ anything else ─► the site
 
+import type { Http2SecureServer } from 'node:http2';
 import type { Server as NetServer, Socket } from 'node:net';
 import type { FastifyInstance } from 'fastify';
+import { MAX_CONNECTIONS } from '../core/limits.js';
 import type { Logger } from '../core/log.js';
 import type { TunnelIdentity, TunnelRequest } from '../protocol/handshake.js';
 import { createUpgradeAcceptor, type TunnelHost } from './acceptor.js';
 import { type FrontDoor, installFrontDoor } from './front-door.js';
+import { installH2Connect } from './h2-connect.js';
 import { createSiteApp, SITE_DEFAULT_DIR, SITE_TLS_SETTINGS, siteConnectionGuard } from './site.js';
 
 export interface FrontOptions {
@@ -33,6 +39,12 @@ export interface FrontOptions {
   readonly handshakeTimeoutMs?: number | undefined;
   /** How long close() lets connections the site serves finish (default SITE_CLOSE_GRACE_MS). */
   readonly closeGraceMs?: number | undefined;
+  /**
+   * Plain HTTP behind a TLS-terminating reverse proxy (--behind-proxy): every connection comes from the
+   * proxy, so the per-address limit is the total one (the proxy limits its clients), and a session's remote
+   * is the last X-Forwarded-For entry. Needs no `tls`.
+   */
+  readonly behindProxy?: boolean | undefined;
   /** Front door waits (defaults in front-door.ts); tests shorten them. */
   readonly firstBytesWaitMs?: number | undefined;
   readonly tunnelHeadWaitMs?: number | undefined;
@@ -63,7 +75,10 @@ export async function createFront(options: FrontOptions): Promise<Front> {
     ...(options.upstream === undefined ? {} : { upstream: options.upstream }),
     ...(options.tls === undefined ? {} : { tls: options.tls }),
     maxConnections: options.maxConnections,
-    maxConnectionsPerAddress: options.maxConnectionsPerAddress,
+    maxConnectionsPerAddress:
+      options.behindProxy === true
+        ? (options.maxConnections ?? MAX_CONNECTIONS)
+        : options.maxConnectionsPerAddress,
     handshakeTimeoutMs: options.handshakeTimeoutMs,
     closeGraceMs: options.closeGraceMs,
   });
@@ -72,6 +87,7 @@ export async function createFront(options: FrontOptions): Promise<Front> {
     authenticate: options.authenticate,
     host: options.host,
     logger: options.logger,
+    behindProxy: options.behindProxy,
   });
   let frontDoor: FrontDoor | undefined;
   try {
@@ -94,6 +110,15 @@ export async function createFront(options: FrontOptions): Promise<Front> {
         keepPlainDeadlines: options.keepPlainDeadlines,
       },
     );
+    if (options.tls !== undefined) {
+      installH2Connect(app.server as unknown as Http2SecureServer, {
+        tunnelPath: options.tunnelPath,
+        authenticate: options.authenticate,
+        host: options.host,
+        onRefused: acceptor.recordRefusal,
+        release: (socket) => guard?.release(socket),
+      });
+    }
   } catch (err) {
     acceptor.close();
     await app.close();

@@ -39,6 +39,7 @@ import Fastify, {
 } from 'fastify';
 import { facadeError } from '../core/errors.js';
 import {
+  H2_STREAM_WINDOW_BYTES,
   HANDSHAKE_TIMEOUT_MS,
   MAX_CONNECTIONS,
   MAX_CONNECTIONS_PER_ADDRESS,
@@ -231,6 +232,10 @@ export function createSiteApp(options: SiteOptions): FastifyInstance {
           // http.Server turns Nagle off for every connection; Http2SecureServer does not, and an HTTP/1.1
           // answer written as head then body would wait ~40 ms for the client's delayed ACK.
           noDelay: true,
+          // Extended CONNECT (RFC 8441) for the h2 tunnel transport (front/h2-connect.ts), and receive
+          // windows a full-speed tunnel stream does not wait on. The plain reference site is this app too,
+          // so a prober sees the same SETTINGS from both.
+          settings: { enableConnectProtocol: true, initialWindowSize: H2_STREAM_WINDOW_BYTES },
         },
       } as FastifyHttp2SecureOptions<Http2SecureServer>)) as unknown as FastifyInstance;
 

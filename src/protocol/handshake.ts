@@ -13,6 +13,8 @@
 // Any other transport (an HTTP/2 stream, a WebSocket) carries the same Authorization and
 // Facade-Capabilities headers; what the server makes of them (an identity) is transport-neutral.
 
+import { isWebSocketKey, WEBSOCKET_VERSION, webSocketAccept } from './websocket.js';
+
 /** The Upgrade token we send and answer with; the server accepts any non-empty client token. */
 export const UPGRADE_TOKEN = 'facade';
 
@@ -24,6 +26,9 @@ export const Header = {
   UPGRADE: 'upgrade',
   TRANSFER_ENCODING: 'transfer-encoding',
   CONTENT_LENGTH: 'content-length',
+  WEBSOCKET_KEY: 'sec-websocket-key',
+  WEBSOCKET_VERSION: 'sec-websocket-version',
+  WEBSOCKET_ACCEPT: 'sec-websocket-accept',
 } as const;
 
 /** Capability tokens a client may list in Facade-Capabilities. */
@@ -59,8 +64,22 @@ export interface TunnelIdentity {
   readonly capabilities: TunnelCapabilities;
 }
 
-/** The transports a session can arrive on (status and logs show it). */
-export type TransportName = 'upgrade';
+/**
+ * The transports a session can arrive on (status and logs show it): `upgrade`, the raw HTTP/1.1 upgrade
+ * (`Upgrade: facade`); `websocket`, an RFC 6455 WebSocket on the same path, the frames in binary messages
+ * (websocket.ts), which a CDN or a strict proxy carries; `h2`, an extended CONNECT stream on an HTTP/2
+ * connection, as a browser's h2 connection to the site.
+ */
+export type TransportName = 'upgrade' | 'websocket' | 'h2';
+
+/**
+ * The `:protocol` of the h2 transport's extended CONNECT (RFC 8441): the same token as the raw upgrade's.
+ * The stream is the tunnel once the server answers 200.
+ */
+export const H2_PROTOCOL = UPGRADE_TOKEN;
+
+/** The Upgrade token of a WebSocket (RFC 6455 4.1). */
+export const WEBSOCKET_TOKEN = 'websocket';
 
 /** True when a comma-separated header value lists `token` (case-insensitive), as Connection does. */
 export function headerHasToken(value: string | undefined, token: string): boolean {
@@ -89,6 +108,50 @@ export function upgradeRequest(options: {
     (options.capabilities.offload ? `Facade-Capabilities: ${Capability.OFFLOAD}\r\n` : '') +
     '\r\n'
   );
+}
+
+/** The client's WebSocket opening handshake (RFC 6455 4.1), CRLFCRLF included. */
+export function webSocketRequest(options: {
+  readonly target: string;
+  readonly host: string;
+  readonly authorization: string;
+  readonly capabilities: TunnelCapabilities;
+  readonly key: string;
+}): string {
+  return (
+    `GET ${options.target} HTTP/1.1\r\n` +
+    `Host: ${options.host}\r\n` +
+    'Connection: Upgrade\r\n' +
+    `Upgrade: ${WEBSOCKET_TOKEN}\r\n` +
+    `Sec-WebSocket-Version: ${WEBSOCKET_VERSION}\r\n` +
+    `Sec-WebSocket-Key: ${options.key}\r\n` +
+    `Authorization: ${options.authorization}\r\n` +
+    (options.capabilities.offload ? `Facade-Capabilities: ${Capability.OFFLOAD}\r\n` : '') +
+    '\r\n'
+  );
+}
+
+/** The server's answer to an accepted WebSocket handshake. */
+export function webSocketResponse(key: string): string {
+  return (
+    'HTTP/1.1 101 Switching Protocols\r\n' +
+    `Upgrade: ${WEBSOCKET_TOKEN}\r\n` +
+    'Connection: Upgrade\r\n' +
+    `Sec-WebSocket-Accept: ${webSocketAccept(key)}\r\n\r\n`
+  );
+}
+
+/**
+ * Which transport an upgrade-shaped head asks for: `websocket` for a well-formed WebSocket handshake,
+ * `upgrade` for any other Upgrade token, null for a WebSocket handshake that is not well formed (the site
+ * answers it, as it answers every request it does not know).
+ */
+export function upgradeTransport(headers: HeaderLookup): TransportName | null {
+  if ((headers.get(Header.UPGRADE) ?? '').trim().toLowerCase() !== WEBSOCKET_TOKEN) return 'upgrade';
+  return headers.get(Header.WEBSOCKET_VERSION)?.trim() === WEBSOCKET_VERSION &&
+    isWebSocketKey(headers.get(Header.WEBSOCKET_KEY)?.trim())
+    ? 'websocket'
+    : null;
 }
 
 /** The server's answer to an accepted upgrade. */

@@ -27,7 +27,13 @@ import type { ListenAddress, ServerConfig } from '../config/schema.js';
 import { facadeError } from '../core/errors.js';
 import { TUN_TX_QUEUE_PACKETS } from '../core/limits.js';
 import type { Logger } from '../core/log.js';
-import { type EngineStats, type PushedSettings, type SessionStatus, TunnelEngine } from '../engine/engine.js';
+import {
+  type EngineCounters,
+  type EngineStats,
+  type PushedSettings,
+  type SessionStatus,
+  TunnelEngine,
+} from '../engine/engine.js';
 import { AddressPool } from '../engine/pool.js';
 import { createFront } from '../front/front.js';
 import { type HttpListener, startHttpListener } from '../front/http-listener.js';
@@ -35,15 +41,20 @@ import { SITE_DEFAULT_DIR } from '../front/site.js';
 import { addAddress, setLinkUp, setMtu, setTxQueueLength } from '../net/ifconfig.js';
 import { TunDevice, type TunStats } from '../net/tun.js';
 import { TunQueues } from '../net/tun-queues.js';
-import { createAuthenticator } from '../users/authenticator.js';
+import { createAuthenticator, type LoginCounters } from '../users/authenticator.js';
 import { UsersFile } from '../users/users-file.js';
+import type { QuotaState } from './accounting.js';
 import { startAdminSocket } from './admin-socket.js';
 import { BoundPort } from './bound-port.js';
 import { Disposer } from './disposer.js';
 import { LeaseService } from './lease-service.js';
+import { createMetricsRegistry, serveMetrics } from './metrics.js';
 import { startNat } from './nat.js';
+import { PolicyAgent } from './policy-agent.js';
 import { dropPrivileges } from './privileges.js';
+import { type EngineProcessMetrics, type EventLoopDelay, LoopDelayMonitor } from './process-metrics.js';
 import { type StatusSnapshot, type WorkerStatus, writeStatusFile } from './status.js';
+import { UsageService } from './usage-service.js';
 import { WorkerSet } from './workers.js';
 
 /** How often the users file is checked for changes (`facade user add` while the server runs). */
@@ -202,6 +213,13 @@ async function assemble(config: ServerConfig, logger: Logger, disposer: Disposer
   // Handing the users file over changed its ctime: read it again now, as the user, so that the reload
   // timer does not report a change nobody made.
   await users.reloadIfChanged();
+  // Accounting and quotas (usage-service.ts): closed after the data plane (added before it), so the
+  // sessions' last bytes are counted and saved.
+  const usage = disposer.add(
+    'usage accounting',
+    await UsageService.load({ stateDir: config.stateDir, logger, users: () => users.list() }),
+    (u) => u.close(),
+  );
 
   // Port 80: ACME challenges and a redirect to HTTPS.
   if (httpPort !== undefined) {
@@ -244,10 +262,13 @@ async function assemble(config: ServerConfig, logger: Logger, disposer: Disposer
   const plane =
     queues === undefined
       ? await inProcessPlane(config, logger, disposer, { tun: tun as TunDevice, pool, users, tls, onFatal })
-      : await workerPlane(config, logger, disposer, { queues, pool, tls, onFatal });
+      : await workerPlane(config, logger, disposer, { queues, pool, tls, onFatal, usage });
+  usage.start(plane);
+  let servedCertificate = tls?.cert;
   const port = await plane.listen(sitePort.handOver());
   certificates?.on('certificate', (pair) => {
     plane.setCertificate(pair);
+    servedCertificate = pair.cert;
     logger.info({ domain: config.domain }, 'renewed certificate in service');
   });
 
@@ -280,6 +301,7 @@ async function assemble(config: ServerConfig, logger: Logger, disposer: Disposer
     engine: plane.engineStats(),
     tunStats: plane.tunStats(),
     sessions: plane.sessions(),
+    usage: usage.summaries(),
   });
   // A failure is said once, and again only after a write succeeded in between: not every 2 s.
   let statusFailing = false;
@@ -304,6 +326,25 @@ async function assemble(config: ServerConfig, logger: Logger, disposer: Disposer
   void writeStatus();
   // `facade status` asks here (0600, in the state directory, made by the unprivileged user).
   disposer.add('admin socket', await startAdminSocket(config.stateDir, status), (admin) => admin.close());
+  // --metrics: Prometheus on its own (loopback by default) listener, never on the site (metrics.ts).
+  if (config.metrics !== undefined) {
+    const primaryDelay = new LoopDelayMonitor();
+    disposer.defer('event-loop monitor', () => primaryDelay.close());
+    const registry = createMetricsRegistry({
+      status,
+      accounting: usage.accounting,
+      logins: () => plane.logins(),
+      loopDelays: () => [{ process: 'primary', delay: primaryDelay.read() }, ...plane.loopDelays()],
+      certificate: () => servedCertificate,
+    });
+    const where = config.metrics;
+    const metrics = await listenOrFail('the metrics listener', where, () => serveMetrics(registry, where));
+    disposer.add('metrics listener', metrics.server, (server) => {
+      server.closeAllConnections();
+      server.close();
+    });
+    logger.info({ metrics: `${where.host}:${metrics.port}` }, 'Prometheus metrics at /metrics');
+  }
 
   // SIGHUP's reload: the running settings, as far as a reload changed them.
   let current = config;
@@ -347,13 +388,16 @@ async function assemble(config: ServerConfig, logger: Logger, disposer: Disposer
       serverAddress: pool.serverIpv4,
       pool: config.pool,
       pool6: config.pool6,
-      tls: config.plaintext
-        ? 'none'
-        : config.domain !== undefined
-          ? 'acme'
-          : fingerprint === undefined
-            ? 'files'
-            : 'self-signed',
+      tls:
+        config.behindProxy !== undefined
+          ? 'at the proxy'
+          : config.plaintext
+            ? 'none'
+            : config.domain !== undefined
+              ? 'acme'
+              : fingerprint === undefined
+                ? 'files'
+                : 'self-signed',
     },
     'facade server ready',
   );
@@ -383,6 +427,14 @@ interface DataPlane {
   workers(): WorkerStatus[] | undefined;
   /** A reload: pushed settings for new sessions, the log level (in workers too), the users file. */
   reconfigure(pushed: PushedSettings, logLevel: string): void;
+  /** The one engine's cumulative counters (a single process); undefined with workers (they report). */
+  localCounters(): EngineCounters | undefined;
+  /** The accounting's quota decision, for every engine. */
+  setQuota(state: QuotaState): void;
+  /** Logins, summed over the engines' processes. */
+  logins(): LoginCounters;
+  /** Each worker's event-loop delay (none in a single process: the primary's is the engine's). */
+  loopDelays(): { process: string; delay: EventLoopDelay }[];
 }
 
 /** --workers 1: the engine and the front in this process, on the one-queue TUN. */
@@ -399,6 +451,8 @@ async function inProcessPlane(
   },
 ): Promise<DataPlane> {
   const { tun, pool, users } = parts;
+  let policy: PolicyAgent | undefined;
+  const logins: LoginCounters = { accepted: 0, refused: 0 };
   const engine = disposer.add(
     'tunnel engine',
     new TunnelEngine({
@@ -413,9 +467,12 @@ async function inProcessPlane(
       dnsDomains: config.dnsDomains,
       staticAddresses: (user) => users.get(user),
       onFatal: parts.onFatal,
+      rateLimitOf: (user) => policy?.rateOf(user) ?? 0,
     }),
     (e) => e.close(),
   );
+  policy = new PolicyAgent(engine, users, logger).start();
+  disposer.defer('policy', () => policy?.close());
   const front = disposer.add(
     'website',
     await createFront({
@@ -423,9 +480,13 @@ async function inProcessPlane(
       upstream: config.upstream,
       tls: parts.tls,
       tunnelPath: config.tunnelPath,
-      authenticate: createAuthenticator(users),
+      authenticate: createAuthenticator(users, {
+        isBlocked: (user) => policy?.isBlocked(user) ?? false,
+        counters: logins,
+      }),
       host: engine,
       logger,
+      behindProxy: config.behindProxy !== undefined,
     }),
     (f) => f.close(),
   );
@@ -438,7 +499,14 @@ async function inProcessPlane(
     engineStats: () => engine.stats,
     tunStats: () => tun.stats,
     workers: () => undefined,
-    reconfigure: (pushed) => engine.reconfigure(pushed),
+    reconfigure: (pushed) => {
+      engine.reconfigure(pushed);
+      policy?.apply();
+    },
+    localCounters: () => engine.counters(),
+    setQuota: (state) => policy?.setQuota(state.blocked, state.allowancesFor(`0:${process.pid}`)),
+    logins: () => ({ ...logins }),
+    loopDelays: () => [],
   };
 }
 
@@ -455,9 +523,11 @@ async function workerPlane(
     pool: AddressPool;
     tls: CertificatePair | undefined;
     onFatal: (err: Error) => void;
+    usage: UsageService;
   },
 ): Promise<DataPlane> {
   const workers = new WorkerSet({
+    onMetrics: (source, metrics: EngineProcessMetrics) => parts.usage.observe(source, metrics.counters),
     config,
     queues: parts.queues,
     leases: new LeaseService(parts.pool, parts.queues),
@@ -489,6 +559,20 @@ async function workerPlane(
     tunStats: () => workers.tunStats(),
     workers: () => workers.workers(),
     reconfigure: (pushed, logLevel) => workers.reconfigure(pushed, logLevel),
+    localCounters: () => undefined,
+    setQuota: (state) => workers.setQuota(state),
+    logins: () => {
+      const total = { accepted: 0, refused: 0 };
+      for (const { metrics } of workers.processMetrics()) {
+        total.accepted += metrics.logins.accepted;
+        total.refused += metrics.logins.refused;
+      }
+      return total;
+    },
+    loopDelays: () =>
+      workers
+        .processMetrics()
+        .map(({ worker, metrics }) => ({ process: `worker${worker}`, delay: metrics.eventLoopDelay })),
   };
 }
 
@@ -527,6 +611,13 @@ async function loadCertificates(
   challenges: ChallengeStore;
 }> {
   const challenges = new ChallengeStore();
+  if (config.behindProxy !== undefined) {
+    logger.info(
+      { listen: `${config.behindProxy.host}:${config.behindProxy.port}` },
+      'behind a proxy: plain HTTP here, TLS ends at the proxy in front',
+    );
+    return { tls: undefined, fingerprint: undefined, certificates: undefined, challenges };
+  }
   if (config.plaintext) {
     logger.warn(
       'PLAINTEXT MODE: no TLS. Everything, credentials included, crosses the network in clear. Debugging only.',
@@ -584,7 +675,7 @@ async function bindHttpPort(
   logger: Logger,
   disposer: Disposer,
 ): Promise<{ where: ListenAddress; port: BoundPort } | undefined> {
-  if (config.plaintext) return undefined;
+  if (config.plaintext || config.behindProxy !== undefined) return undefined;
   const where = config.httpListen ?? { host: config.listen.host, port: 80 };
   try {
     const port = disposer.add(

@@ -7,6 +7,7 @@ import { writeFileAtomic } from '../core/atomic-file.js';
 import type { EngineStats, SessionStatus } from '../engine/engine.js';
 import type { PoolStats } from '../engine/pool.js';
 import type { TunStats } from '../net/tun.js';
+import type { UserUsageSummary } from './accounting.js';
 
 export interface StatusSnapshot {
   readonly pid: number;
@@ -23,6 +24,8 @@ export interface StatusSnapshot {
   readonly tunStats: TunStats;
   /** With --workers N each carries `worker`, the index of the worker holding it. */
   readonly sessions: readonly (SessionStatus & { readonly worker?: number })[];
+  /** Each user's bytes today and this month (UTC), and of their quota period when they have a quota. */
+  readonly usage?: Readonly<Record<string, UserUsageSummary>>;
 }
 
 export interface WorkerStatus {

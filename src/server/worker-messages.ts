@@ -5,6 +5,7 @@ import type { ServerConfig } from '../config/schema.js';
 import type { EngineStats, PushedSettings, SessionStatus } from '../engine/engine.js';
 import type { Lease, StaticAddressRequest } from '../engine/pool.js';
 import type { TunStats } from '../net/tun.js';
+import type { EngineProcessMetrics } from './process-metrics.js';
 
 /** The pool's shape, as the engine's AddressLeases needs it (CONFIG pushes it). */
 export interface PoolShape {
@@ -37,6 +38,15 @@ export type ToWorker =
   | { readonly t: 'replaced'; readonly user: string }
   /** A reload: pushed settings for new sessions, the log level; the worker re-reads the users file. */
   | { readonly t: 'reload'; readonly pushed: PushedSettings; readonly logLevel: string }
+  /**
+   * The primary's quota decision: users over quota (refused at login) and, per user with a quota, the
+   * value of this worker's counter (bytesIn + bytesOut) at which their session ends, with the reason.
+   */
+  | {
+      readonly t: 'quota';
+      readonly blocked: readonly string[];
+      readonly allowances: readonly (readonly [user: string, limit: number, message: string])[];
+    }
   | { readonly t: 'close' };
 
 export type FromWorker =
@@ -53,6 +63,8 @@ export type FromWorker =
       readonly engine: EngineStats;
       readonly tunStats: TunStats;
       readonly sessions: readonly SessionStatus[];
+      /** Counters for accounting and metrics (policy and metrics, issue 13). */
+      readonly metrics?: EngineProcessMetrics;
     }
   /** The worker's TUN queue failed: the whole server must stop (every worker shares the device). */
   | { readonly t: 'fatal'; readonly message: string; readonly code: string | undefined };

@@ -17,8 +17,10 @@ import { type AddressLeases, TunnelEngine } from '../engine/engine.js';
 import type { Lease, StaticAddressRequest } from '../engine/pool.js';
 import { createFront, type Front } from '../front/front.js';
 import { TunDevice } from '../net/tun.js';
-import { createAuthenticator } from '../users/authenticator.js';
+import { createAuthenticator, type LoginCounters } from '../users/authenticator.js';
 import { UsersFile } from '../users/users-file.js';
+import { PolicyAgent } from './policy-agent.js';
+import { LoopDelayMonitor } from './process-metrics.js';
 import { type FromWorker, type PoolShape, type ToWorker, WORKER_QUEUE_FD } from './worker-messages.js';
 
 const STATUS_PUSH_MS = 1_000;
@@ -89,6 +91,10 @@ export async function runWorker(): Promise<void> {
   const users = await UsersFile.load(config.users, { tunnelPath: config.tunnelPath });
   const tun = TunDevice.fromFd(WORKER_QUEUE_FD, { name: init.tunName, vnetHdr: init.vnetHdr });
   const leases = new RemoteLeases(init.pool);
+  // The user's rate, expiry and quota (policy-agent.ts), read from the users file this worker loads.
+  let policy: PolicyAgent | undefined;
+  const logins: LoginCounters = { accepted: 0, refused: 0 };
+  const loopDelay = new LoopDelayMonitor();
   const engine = new TunnelEngine({
     tun,
     pool: leases,
@@ -100,6 +106,7 @@ export async function runWorker(): Promise<void> {
     dns: config.dns,
     dnsDomains: config.dnsDomains,
     staticAddresses: (user) => users.get(user),
+    rateLimitOf: (user) => policy?.rateOf(user) ?? 0,
     onFatal: (err) => {
       send({ t: 'fatal', message: err.message, code: isFacadeError(err) ? err.code : undefined });
       process.exitCode = 1;
@@ -110,23 +117,34 @@ export async function runWorker(): Promise<void> {
     upstream: config.upstream,
     tls: init.tls,
     tunnelPath: config.tunnelPath,
-    authenticate: createAuthenticator(users),
+    authenticate: createAuthenticator(users, {
+      isBlocked: (user) => policy?.isBlocked(user) ?? false,
+      counters: logins,
+    }),
     host: engine,
     logger,
     // The primary hands connections out in turn, so each worker sees about 1/N of any one address's
     // connections: 1/N of each limit per worker keeps the server's totals what one process would allow.
     maxConnections: Math.ceil(MAX_CONNECTIONS / config.workers),
     maxConnectionsPerAddress: Math.ceil(MAX_CONNECTIONS_PER_ADDRESS / config.workers),
+    behindProxy: config.behindProxy !== undefined,
   });
 
   // Every second (the counters), and within STATUS_CHANGE_MS of a session starting or ending, so that the
   // primary's status.json is as fresh as a single process's.
+  policy = new PolicyAgent(engine, users, logger).start();
   let reported = -1;
   let lastPush = 0;
   const pushStatus = (): void => {
     reported = engine.changes;
     lastPush = Date.now();
-    send({ t: 'status', engine: engine.stats, tunStats: tun.stats, sessions: engine.sessions() });
+    send({
+      t: 'status',
+      engine: engine.stats,
+      tunStats: tun.stats,
+      sessions: engine.sessions(),
+      metrics: { counters: engine.counters(), logins: { ...logins }, eventLoopDelay: loopDelay.read() },
+    });
   };
   const statusTimer = setInterval(() => {
     if (engine.changes !== reported || Date.now() - lastPush >= STATUS_PUSH_MS) pushStatus();
@@ -143,7 +161,11 @@ export async function runWorker(): Promise<void> {
     closing = true;
     clearInterval(statusTimer);
     clearInterval(usersTimer);
+    policy?.close();
     engine.close();
+    // The sessions' last bytes, for the primary's accounting.
+    pushStatus();
+    loopDelay.close();
     await front.close();
     tun.close();
     process.disconnect?.();
@@ -167,7 +189,16 @@ export async function runWorker(): Promise<void> {
       case 'reload':
         engine.reconfigure(message.pushed);
         logger.level = message.logLevel;
-        users.reloadIfChanged().catch(() => undefined);
+        users
+          .reloadIfChanged()
+          .catch(() => undefined)
+          .then(() => policy?.apply());
+        return;
+      case 'quota':
+        policy?.setQuota(
+          new Set(message.blocked),
+          new Map(message.allowances.map(([user, limit, text]) => [user, { limit, message: text }])),
+        );
         return;
       case 'close':
         void close();

@@ -22,7 +22,9 @@ import type { Logger } from '../core/log.js';
 import type { EngineStats, PushedSettings, SessionStatus } from '../engine/engine.js';
 import type { TunStats } from '../net/tun.js';
 import type { TunQueues } from '../net/tun-queues.js';
+import type { QuotaState } from './accounting.js';
 import type { LeaseService } from './lease-service.js';
+import type { EngineProcessMetrics } from './process-metrics.js';
 import type { FromWorker, ToWorker } from './worker-messages.js';
 
 const WORKER_MAIN = fileURLToPath(new URL('./worker-main.js', import.meta.url));
@@ -43,6 +45,8 @@ export interface WorkerSetOptions {
   readonly logger: Logger;
   /** A worker's TUN queue failed: the device is gone for all of them; called once. */
   readonly onFatal: (err: Error) => void;
+  /** Each report's counters, from `source` ("index:pid", one worker's life): accounting. */
+  readonly onMetrics?: ((source: string, metrics: EngineProcessMetrics) => void) | undefined;
 }
 
 /** One session as status shows it, with the worker that holds it. */
@@ -57,6 +61,8 @@ interface Slot {
   restartTimer: NodeJS.Timeout | undefined;
   restarts: number;
   status: Extract<FromWorker, { t: 'status' }> | undefined;
+  /** The last quota message sent to this worker's life, to send only changes. */
+  quotaSent?: string | undefined;
 }
 
 export class WorkerSet {
@@ -118,6 +124,32 @@ export class WorkerSet {
       logLevel,
     };
     for (const slot of this.#slots) this.#send(slot, { t: 'reload', pushed, logLevel });
+  }
+
+  /** The accounting's quota decision, to every worker (each gets the limits for its own counters). */
+  setQuota(state: QuotaState): void {
+    for (const slot of this.#slots) {
+      const pid = slot.child?.pid;
+      if (pid === undefined || !slot.ready) continue;
+      const message: ToWorker = {
+        t: 'quota',
+        blocked: [...state.blocked],
+        allowances: [...state.allowancesFor(`${slot.index}:${pid}`)].map(
+          ([user, { limit, message: text }]) => [user, limit, text] as const,
+        ),
+      };
+      const text = JSON.stringify(message);
+      if (text === slot.quotaSent) continue;
+      slot.quotaSent = text;
+      this.#send(slot, message);
+    }
+  }
+
+  /** Each worker's last metrics report (for /metrics), with its index. */
+  processMetrics(): { worker: number; metrics: EngineProcessMetrics }[] {
+    return this.#slots.flatMap((slot) =>
+      slot.status?.metrics === undefined ? [] : [{ worker: slot.index, metrics: slot.status.metrics }],
+    );
   }
 
   setCertificate(pair: { readonly key: string; readonly cert: string }): void {
@@ -221,6 +253,7 @@ export class WorkerSet {
     slot.child = child;
     slot.ready = false;
     slot.status = undefined;
+    slot.quotaSent = undefined;
     slot.startedAt = Date.now();
     return new Promise<void>((resolve, reject) => {
       let settled = false;
@@ -296,6 +329,8 @@ export class WorkerSet {
         return;
       case 'status':
         slot.status = message;
+        if (message.metrics !== undefined && slot.child?.pid !== undefined)
+          this.#options.onMetrics?.(`${slot.index}:${slot.child.pid}`, message.metrics);
         return;
       case 'fatal':
         this.#options.onFatal(

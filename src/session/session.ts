@@ -5,10 +5,11 @@
 //   outbound: engine ─► queuePacket: bound check, frame header + copy into the slab ─► flush (one write
 //             per batch, scheduled as a microtask so a whole TUN batch leaves in one socket write)
 //
-// A session owns accounting, keepalive/dead-peer detection and its bounded output; it never touches the
-// TUN and never routes. Closing is a state: close() is idempotent, sends DISCONNECT when it can, and
+// A session owns accounting, keepalive/dead-peer detection, its bounded output and its shaping (a user's
+// rate limit: a token bucket each way, off unless set); it never touches the TUN and never routes. Closing is a state: close() is idempotent, sends DISCONNECT when it can, and
 // reports to the sink exactly once.
 
+import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { isFacadeError } from '../core/errors.js';
 import {
@@ -43,6 +44,15 @@ import { SessionBuffers } from './buffers.js';
 
 /** How long a closing session waits for its DISCONNECT frame to drain before the socket is destroyed. */
 const CLOSE_LINGER_MS = 2_000;
+
+/**
+ * Shaping: the bucket holds at most SHAPING_BURST_SECONDS of the rate (at least two GSO super-packets),
+ * and outbound frames wait at most SHAPING_QUEUE_SECONDS of it (at least as much) before they are
+ * dropped: a short queue, as a router's, so TCP inside sees the limit as delay first, then as a loss.
+ */
+const SHAPING_BURST_SECONDS = 0.02;
+const SHAPING_QUEUE_SECONDS = 0.05;
+const SHAPING_MIN_BYTES = 128 * 1024;
 
 export interface SessionSink {
   /**
@@ -117,6 +127,8 @@ export interface SessionStats {
   offloadDrops: number;
   /** Echo requests not answered: the peer asked more often than MAX_ECHO_REPLIES_PER_SECOND. */
   echoDrops: number;
+  /** Outbound packets dropped because the shaping queue of the user's rate limit was full. */
+  rateDrops: number;
 }
 
 export class Session implements FrameSink {
@@ -130,6 +142,7 @@ export class Session implements FrameSink {
     queueDrops: 0,
     offloadDrops: 0,
     echoDrops: 0,
+    rateDrops: 0,
   };
   readonly startedAt = Date.now();
   /**
@@ -153,6 +166,12 @@ export class Session implements FrameSink {
   private inflightHead = 0;
   private slabUsed = 0;
   private flushFrom = 0;
+  /**
+   * The stream may still read a written buffer after its write callback (an HTTP/2 stream: nghttp2 sends
+   * from the buffer later), so each write gets a copy and the slab is free at once. A TCP or TLS socket
+   * is done with the bytes when it calls back: no copy.
+   */
+  private readonly copyWrites: boolean;
   private flushScheduled = false;
   private keepaliveTimer: NodeJS.Timeout | undefined;
   private bytesInAtLastTick = 0;
@@ -161,9 +180,23 @@ export class Session implements FrameSink {
   private echoWindowStart = 0;
   private echoRepliesInWindow = 0;
   private closed = false;
+  // Shaping (setRateLimit): bytes per second each way, 0 when off, so the data path pays one comparison.
+  private rate = 0;
+  private burst = 0;
+  private shapingQueue = 0;
+  private tokensIn = 0;
+  private tokensOut = 0;
+  private tokensInAt = 0;
+  private tokensOutAt = 0;
+  private inboundPaused = false;
+  private resumeTimer: NodeJS.Timeout | undefined;
+  private shapedFlushTimer: NodeJS.Timeout | undefined;
+  private budget = Number.POSITIVE_INFINITY;
+  private onBudgetSpent: (() => void) | undefined;
 
   constructor(options: SessionOptions) {
     this.socket = options.socket;
+    this.copyWrites = !(options.socket instanceof Socket);
     this.sink = options.sink;
     this.logger = options.logger;
     this.allowed = options.allowedSources;
@@ -204,6 +237,55 @@ export class Session implements FrameSink {
   /** Bytes handed to the socket and not yet flushed to the kernel, plus frames not yet handed over. */
   get queuedBytes(): number {
     return this.socket.writableLength + (this.slabUsed - this.flushFrom);
+  }
+
+  /**
+   * Shapes the session to `bytesPerSecond` each way (0: no limit), from now on, without reconnecting.
+   * Inbound, reading pauses while the bucket is empty: the peer's TCP backs off. Outbound, frames wait in
+   * the slab and leave as the bucket allows; beyond a short queue they are dropped (counted in rateDrops).
+   */
+  setRateLimit(bytesPerSecond: number): void {
+    if (bytesPerSecond === this.rate) return;
+    if (this.rate !== 0 && bytesPerSecond === 0) {
+      this.rate = 0;
+      clearTimeout(this.shapedFlushTimer);
+      this.shapedFlushTimer = undefined;
+      this.resumeInbound();
+      this.flushNow();
+      return;
+    }
+    const now = performance.now();
+    this.rate = bytesPerSecond;
+    this.burst = Math.max(SHAPING_MIN_BYTES, bytesPerSecond * SHAPING_BURST_SECONDS);
+    this.shapingQueue = Math.max(SHAPING_MIN_BYTES, bytesPerSecond * SHAPING_QUEUE_SECONDS);
+    this.tokensIn = Math.min(this.tokensIn === 0 ? this.burst : this.tokensIn, this.burst);
+    this.tokensOut = Math.min(this.tokensOut === 0 ? this.burst : this.tokensOut, this.burst);
+    this.tokensInAt = now;
+    this.tokensOutAt = now;
+  }
+
+  /** The shaping rate in bytes per second (0: none). */
+  get rateLimit(): number {
+    return this.rate;
+  }
+
+  /**
+   * Calls `spent` once, at the first read or flush after bytesIn + bytesOut reach `totalBytes` (a data
+   * quota: the owner closes the session). Infinity (the default) turns it off.
+   */
+  setByteBudget(totalBytes: number, spent: () => void): void {
+    this.budget = totalBytes;
+    this.onBudgetSpent = spent;
+    this.checkBudget();
+  }
+
+  private checkBudget(): void {
+    if (this.stats.bytesIn + this.stats.bytesOut < this.budget) return;
+    this.budget = Number.POSITIVE_INFINITY;
+    const spent = this.onBudgetSpent;
+    this.onBudgetSpent = undefined;
+    // Not from inside a write or a read: the owner closes the session, which must not happen mid-frame.
+    if (spent !== undefined) queueMicrotask(spent);
   }
 
   /** Turns DATA_OFFLOAD on from the next frame (the client, on a CONFIG that says so). */
@@ -257,6 +339,10 @@ export class Session implements FrameSink {
   /** Room for one frame in the output slab: its offset, or -1 (drop counted) when the peer is behind. */
   private reserve(frameLength: number): number {
     if (this.closed) return -1;
+    if (this.rate !== 0 && this.slabUsed - this.flushFrom + frameLength > this.shapingQueue) {
+      this.stats.rateDrops++;
+      return -1;
+    }
     if (
       this.socket.writableLength + (this.slabUsed - this.flushFrom) + frameLength >
       MAX_SESSION_BUFFERED_BYTES
@@ -266,7 +352,8 @@ export class Session implements FrameSink {
     }
     let slab = this.slab;
     if (slab === null || slab.length - this.slabUsed < frameLength) {
-      this.flush();
+      // Shaped or not, what the full slab holds leaves now (a shaped session pays for it in debt).
+      this.flushNow();
       // The full slab goes back to the pool when its last write completes (onWritten); only forward.
       const old = slab;
       slab = this.buffers.slabs.take();
@@ -285,15 +372,72 @@ export class Session implements FrameSink {
     return at;
   }
 
-  /** Writes every framed packet not yet written, in one socket write. */
+  /**
+   * Writes every framed packet not yet written, in one socket write; when shaped and the bucket is in
+   * debt, later (a timer set for when it is paid).
+   */
   readonly flush = (): void => {
     this.flushScheduled = false;
+    if (this.rate !== 0 && !this.outboundAllowed()) return;
+    this.flushNow();
+  };
+
+  private flushNow(): void {
     if (this.slab === null || this.slabUsed === this.flushFrom || this.closed) return;
     const bytes = this.slab.subarray(this.flushFrom, this.slabUsed);
     this.flushFrom = this.slabUsed;
     this.stats.bytesOut += bytes.length;
+    if (this.rate !== 0) this.tokensOut -= bytes.length;
+    if (this.copyWrites) {
+      this.socket.write(Buffer.from(bytes));
+      // All of it copied out: the slab goes back now, as an idle socket session's does on its callback.
+      this.buffers.slabs.give(this.slab);
+      this.slab = null;
+      this.slabUsed = 0;
+      this.flushFrom = 0;
+      if (this.budget !== Number.POSITIVE_INFINITY) this.checkBudget();
+      return;
+    }
     this.inflight.push(this.slab);
     this.socket.write(bytes, this.onWritten);
+    if (this.budget !== Number.POSITIVE_INFINITY) this.checkBudget();
+  }
+
+  /** Refills the outbound bucket; true when it is not in debt, else a flush is set for when it is not. */
+  private outboundAllowed(): boolean {
+    const now = performance.now();
+    this.tokensOut = Math.min(this.burst, this.tokensOut + ((now - this.tokensOutAt) * this.rate) / 1000);
+    this.tokensOutAt = now;
+    if (this.tokensOut >= 0) return true;
+    if (this.shapedFlushTimer === undefined) {
+      this.shapedFlushTimer = setTimeout(this.onShapedFlush, Math.ceil((-this.tokensOut * 1000) / this.rate));
+    }
+    return false;
+  }
+
+  private readonly onShapedFlush = (): void => {
+    this.shapedFlushTimer = undefined;
+    if (!this.flushScheduled) this.flush();
+  };
+
+  /** Inbound shaping: takes a read's bytes from the bucket; in debt, stops reading until it is paid. */
+  private shapeInbound(length: number): void {
+    const now = performance.now();
+    this.tokensIn =
+      Math.min(this.burst, this.tokensIn + ((now - this.tokensInAt) * this.rate) / 1000) - length;
+    this.tokensInAt = now;
+    if (this.tokensIn >= 0 || this.inboundPaused) return;
+    this.inboundPaused = true;
+    this.socket.pause();
+    this.resumeTimer = setTimeout(this.resumeInbound, Math.ceil((-this.tokensIn * 1000) / this.rate));
+  }
+
+  private readonly resumeInbound = (): void => {
+    clearTimeout(this.resumeTimer);
+    this.resumeTimer = undefined;
+    if (!this.inboundPaused) return;
+    this.inboundPaused = false;
+    if (!this.closed) this.socket.resume();
   };
 
   /**
@@ -408,6 +552,9 @@ export class Session implements FrameSink {
   private readonly onSocketData = (chunk: Buffer): void => {
     if (this.closed) return;
     this.stats.bytesIn += chunk.length;
+    if (this.rate !== 0) this.shapeInbound(chunk.length);
+    if (this.budget !== Number.POSITIVE_INFINITY) this.checkBudget();
+    if (this.closed) return;
     try {
       this.decoder.push(chunk);
       this.sink.onChunkEnd(this);
@@ -477,6 +624,8 @@ export class Session implements FrameSink {
     if (this.closed) return;
     this.closed = true;
     if (this.keepaliveTimer !== undefined) clearInterval(this.keepaliveTimer);
+    clearTimeout(this.shapedFlushTimer);
+    clearTimeout(this.resumeTimer);
     this.socket.removeListener('data', this.onSocketData);
     if (!this.socket.destroyed) {
       this.socket.end();

@@ -10,6 +10,9 @@
 //
 // Accepted: a valid signature by a known user's key, over this connection's binding (the TLS exporter, or
 // zeros without TLS at facade), a time within AUTH_WINDOW_SECONDS of ours, and a nonce not seen before.
+// Then the user's policy: an account past its expiry, or one the owner's `isBlocked` names (over its data
+// quota), is refused exactly as a wrong password is (null: the site's own 404). These checks run only
+// after the one verify, cost nothing measurable, and only a real user's valid credential reaches them.
 
 import { generateKeyPairSync, type KeyObject, randomBytes, sign } from 'node:crypto';
 import { AUTH_WINDOW_SECONDS, MAX_AUTH_NONCES } from '../core/limits.js';
@@ -22,6 +25,7 @@ import {
   ZERO_BINDING,
 } from '../protocol/credentials.js';
 import { Header, readCapabilities, type TunnelIdentity, type TunnelRequest } from '../protocol/handshake.js';
+import { isExpired, NO_POLICY } from './policy.js';
 import type { UserRecord } from './users-file.js';
 
 /** Synchronous and constant-cost: see the file comment. */
@@ -42,6 +46,16 @@ export interface AuthenticatorOptions {
   readonly verify?: VerifySignature;
   /** Nonces remembered at most (default MAX_AUTH_NONCES). */
   readonly maxNonces?: number;
+  /** Users refused although their credential is valid (over their data quota); default: none. */
+  readonly isBlocked?: (user: string) => boolean;
+  /** Counted here: requests with a facade credential, accepted or refused (no names: metrics). */
+  readonly counters?: LoginCounters;
+}
+
+/** Logins since start: `refused` counts requests that carried a facade credential and were refused. */
+export interface LoginCounters {
+  accepted: number;
+  refused: number;
 }
 
 /**
@@ -66,6 +80,8 @@ export function createAuthenticator(users: UserLookup, options: AuthenticatorOpt
   const now = options.now ?? Date.now;
   const verify = options.verify ?? verifyCredentialSignature;
   const nonces = new NonceCache(options.maxNonces ?? MAX_AUTH_NONCES);
+  const isBlocked = options.isBlocked ?? (() => false);
+  const counters = options.counters;
   return ({ headers, binding }) => {
     const credentials = parseAuthorization(headers.get(Header.AUTHORIZATION));
     const record = credentials === null ? undefined : users.get(credentials.user);
@@ -77,11 +93,19 @@ export function createAuthenticator(users: UserLookup, options: AuthenticatorOpt
         : signedMessage(credentials.user, credentials.time, credentials.nonce, bound);
     // Exactly one verify for every request, before anything else decides.
     const valid = verify(message, record?.key ?? DUMMY.publicKey, credentials?.signature ?? DUMMY.signature);
-    if (!valid || credentials === null || record === undefined) return null;
-    const nowSeconds = Math.floor(now() / 1000);
+    // A browser's request carries no facade credential: it is not a login, refused or otherwise.
+    const refuse = (): null => {
+      if (counters !== undefined && credentials !== null) counters.refused++;
+      return null;
+    };
+    if (!valid || credentials === null || record === undefined) return refuse();
+    const nowMs = now();
+    const nowSeconds = Math.floor(nowMs / 1000);
     const time = Number(credentials.time);
-    if (Math.abs(nowSeconds - time) > AUTH_WINDOW_SECONDS) return null;
-    if (!nonces.take(credentials.nonce, time, nowSeconds)) return null;
+    if (Math.abs(nowSeconds - time) > AUTH_WINDOW_SECONDS) return refuse();
+    if (!nonces.take(credentials.nonce, time, nowSeconds)) return refuse();
+    if (isExpired(record.policy ?? NO_POLICY, nowMs) || isBlocked(record.name)) return refuse();
+    if (counters !== undefined) counters.accepted++;
     return { user: record.name, capabilities: readCapabilities(headers) };
   };
 }

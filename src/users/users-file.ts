@@ -3,7 +3,8 @@
 //   { "version": 2,
 //     "realm": "<hex SHA-256 of the tunnel path the keys were derived for>",
 //     "users": { "<name>": { "publicKey": "<base64url Ed25519 public key>", "created": "<ISO 8601>",
-//                            "staticIpv4"?: "<addr>", "staticIpv6"?: "<addr>" } } }
+//                            "staticIpv4"?: "<addr>", "staticIpv6"?: "<addr>",
+//                            "expires"?, "quotaBytes"?, "quotaPeriod"?, "rateBitsPerSecond"? (policy.ts) } } }
 //
 // Only public keys are stored (see src/protocol/credentials.ts): nothing in the file, presented to the
 // server, logs anyone in, and a stolen copy still has to be brute-forced through scrypt (with the secret
@@ -28,6 +29,7 @@ import {
   validatePassword,
   validateUserName,
 } from '../protocol/credentials.js';
+import { NO_POLICY, parsePolicy, serializePolicy, type UserPolicy } from './policy.js';
 
 export const USERS_FILE_VERSION = 2;
 /** The format of credential version 1 (storedKey = SHA-256 of a bearer key): refused with USERS_FILE_V1. */
@@ -54,6 +56,8 @@ export interface UserRecord {
   readonly created: string;
   readonly staticIpv4?: string;
   readonly staticIpv6?: string;
+  /** Expiry, quota and rate (policy.ts); absent or NO_POLICY when none is set. */
+  readonly policy?: UserPolicy;
 }
 
 export interface StaticAddresses {
@@ -193,10 +197,14 @@ export class UsersFile {
   replaceKey(name: string, publicKey: Buffer): UserRecord {
     const current = this.#users.get(name);
     if (current === undefined) throw facadeError('USER_UNKNOWN', [name, this.path]);
-    const record = makeRecord(name, publicKey, new Date().toISOString(), {
-      ipv4: current.staticIpv4,
-      ipv6: current.staticIpv6,
-    });
+    const record = makeRecord(
+      name,
+      publicKey,
+      new Date().toISOString(),
+      { ipv4: current.staticIpv4, ipv6: current.staticIpv6 },
+      undefined,
+      current.policy,
+    );
     this.#users.set(name, record);
     return record;
   }
@@ -211,7 +219,23 @@ export class UsersFile {
     const current = this.#users.get(name);
     if (current === undefined) throw facadeError('USER_UNKNOWN', [name, this.path]);
     checkStaticAddresses(this.path, name, statics);
-    const record = makeRecord(name, current.publicKey, current.created, statics, current.key);
+    const record = makeRecord(name, current.publicKey, current.created, statics, current.key, current.policy);
+    this.#users.set(name, record);
+    return record;
+  }
+
+  /** Replaces a user's policy (expiry, quota, rate) (in memory; call save()). Throws USER_UNKNOWN. */
+  setPolicy(name: string, policy: UserPolicy): UserRecord {
+    const current = this.#users.get(name);
+    if (current === undefined) throw facadeError('USER_UNKNOWN', [name, this.path]);
+    const record = makeRecord(
+      name,
+      current.publicKey,
+      current.created,
+      { ipv4: current.staticIpv4, ipv6: current.staticIpv6 },
+      current.key,
+      policy,
+    );
     this.#users.set(name, record);
     return record;
   }
@@ -265,6 +289,7 @@ function makeRecord(
   created: string,
   statics: StaticAddresses,
   key: KeyObject = publicKeyObject(publicKey),
+  policy: UserPolicy = NO_POLICY,
 ): UserRecord {
   const record: {
     name: string;
@@ -273,7 +298,10 @@ function makeRecord(
     created: string;
     staticIpv4?: string;
     staticIpv6?: string;
+    policy?: UserPolicy;
   } = { name, publicKey, key, created };
+  // Only when set: a record without limits looks as it did before policies existed.
+  if (Object.keys(policy).length > 0) record.policy = policy;
   if (statics.ipv4 !== undefined) record.staticIpv4 = statics.ipv4;
   if (statics.ipv6 !== undefined) record.staticIpv6 = statics.ipv6;
   return Object.freeze(record);
@@ -391,7 +419,11 @@ export function parseUsers(path: string, text: string): ParsedUsers {
       throw invalid(`user "${name}": "staticIpv4" must be an IPv4 address`);
     if (staticIpv6 !== undefined && (typeof staticIpv6 !== 'string' || !isIPv6(staticIpv6)))
       throw invalid(`user "${name}": "staticIpv6" must be an IPv6 address`);
-    result.set(name, makeRecord(name, key, created, { ipv4: staticIpv4, ipv6: staticIpv6 }, keyObject));
+    const policy = parsePolicy(entry, (what) => invalid(`user "${name}": ${what}`));
+    result.set(
+      name,
+      makeRecord(name, key, created, { ipv4: staticIpv4, ipv6: staticIpv6 }, keyObject, policy),
+    );
   }
   return { users: result, realm };
 }
@@ -402,12 +434,13 @@ export function serializeUsers(users: Map<string, UserRecord>, realm: string | n
   const names = [...users.keys()].sort();
   for (const name of names) {
     const record = users.get(name)!;
-    const entry: Record<string, string> = {
+    const entry: Record<string, string | number> = {
       publicKey: record.publicKey.toString('base64url'),
       created: record.created,
     };
     if (record.staticIpv4 !== undefined) entry.staticIpv4 = record.staticIpv4;
     if (record.staticIpv6 !== undefined) entry.staticIpv6 = record.staticIpv6;
+    Object.assign(entry, serializePolicy(record.policy ?? NO_POLICY));
     out[name] = entry;
   }
   // A new file nobody added to yet has no realm: the first add (or a server's tunnel path) gives it one.

@@ -173,6 +173,7 @@ function checkRecord(name: string, user: UserRecord): void {
       'publicKey',
       ...(user.staticIpv4 === undefined ? [] : ['staticIpv4']),
       ...(user.staticIpv6 === undefined ? [] : ['staticIpv6']),
+      ...(user.policy === undefined ? [] : ['policy']),
     ].sort(),
   );
 }

@@ -11,12 +11,18 @@ import { loadOrCreateSelfSigned } from '../../src/certs/self-signed.js';
 import { createLogger } from '../../src/core/log.js';
 import { createFront, type Front } from '../../src/front/front.js';
 import { type Authenticate, createAuthenticator } from '../../src/users/authenticator.js';
+import type { UserPolicy } from '../../src/users/policy.js';
 import { UsersFile } from '../../src/users/users-file.js';
 
 export interface ProbeServerOptions {
   readonly tunnelPath: string;
   /** Users written to the users file before the server starts (each add runs one scrypt). */
-  readonly users: ReadonlyArray<{ readonly name: string; readonly password: string }>;
+  readonly users: ReadonlyArray<{
+    readonly name: string;
+    readonly password: string;
+    /** Expiry, quota, rate (users/policy.ts), e.g. an expiry in the past. */
+    readonly policy?: UserPolicy;
+  }>;
   /** Wraps the real credential check, e.g. to add a cost a control test wants to see. */
   readonly wrapAuthenticate?: (authenticate: Authenticate) => Authenticate;
 }
@@ -47,7 +53,10 @@ export async function startProbeServer(options: ProbeServerOptions): Promise<Pro
   try {
     const certificate = await loadOrCreateSelfSigned(workDir, { names: ['localhost'] });
     const users = await UsersFile.load(path.join(workDir, 'users.json'), { allowMissing: true });
-    for (const user of options.users) await users.add(user.name, user.password, options.tunnelPath);
+    for (const user of options.users) {
+      await users.add(user.name, user.password, options.tunnelPath);
+      if (user.policy !== undefined) users.setPolicy(user.name, user.policy);
+    }
     await users.save();
     const attached: string[] = [];
     const authenticate = createAuthenticator(users);

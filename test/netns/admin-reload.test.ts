@@ -95,7 +95,7 @@ describe('admin socket and SIGHUP reload', { skip: skip ?? false }, () => {
     assert.match(
       out.stdout,
       new RegExp(
-        `ann  ${POOL.replace(/\./g, '\\.')}\\.\\d+  from ${LINK.replace(/\./g, '\\.')}\\.2:\\d+ \\(upgrade\\)  since \\S+  in \\d+ B  out \\d+ B  last seen \\d+ s ago`,
+        `ann  ${POOL.replace(/\./g, '\\.')}\\.\\d+  from ${LINK.replace(/\./g, '\\.')}\\.2:\\d+ \\(h2\\)  since \\S+  in \\d+ B  out \\d+ B  last seen \\d+ s ago`,
       ),
       out.stdout,
     );

@@ -2,6 +2,7 @@
 // facade as from a plain site server. Credentials here are never valid: a valid tunnel request is not a probe.
 
 import { randomBytes } from 'node:crypto';
+import type { H2Probe } from '../helpers/h2-probe.js';
 import type { Probe } from '../helpers/raw-probe.js';
 
 export interface CatalogOptions {
@@ -25,6 +26,13 @@ function wrongKeyFor(user: string): string {
 function upgradeHead(target: string, authorization: string | null, upgrade = 'facade'): string {
   const auth = authorization === null ? '' : `Authorization: ${authorization}\r\n`;
   return `GET ${target} HTTP/1.1\r\n${H}Connection: Upgrade\r\nUpgrade: ${upgrade}\r\n${auth}\r\n`;
+}
+
+function webSocketHead(target: string, authorization: string, key: string): string {
+  return (
+    `GET ${target} HTTP/1.1\r\n${H}Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n` +
+    `Sec-WebSocket-Key: ${key}\r\nAuthorization: ${authorization}\r\n\r\n`
+  );
 }
 
 export function buildProbeCatalog(options: CatalogOptions): Probe[] {
@@ -76,6 +84,29 @@ export function buildProbeCatalog(options: CatalogOptions): Probe[] {
     one(
       'websocket upgrade on tunnel path',
       `GET ${tunnelPath} HTTP/1.1\r\n${H}Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`,
+    ),
+    one(
+      'websocket upgrade on tunnel path, known user, wrong key',
+      webSocketHead(tunnelPath, wrongKeyFor(knownUser), 'dGhlIHNhbXBsZSBub25jZQ=='),
+    ),
+    one(
+      'websocket upgrade on tunnel path, unknown user',
+      webSocketHead(tunnelPath, wrongKeyFor('nobody-here'), 'dGhlIHNhbXBsZSBub25jZQ=='),
+    ),
+    one(
+      'websocket upgrade on tunnel path, malformed key',
+      webSocketHead(tunnelPath, wrongKeyFor(knownUser), 'not-a-websocket-key'),
+    ),
+    one(
+      'websocket upgrade on tunnel path, version 8',
+      webSocketHead(tunnelPath, wrongKeyFor(knownUser), 'dGhlIHNhbXBsZSBub25jZQ==').replace(
+        'Version: 13',
+        'Version: 8',
+      ),
+    ),
+    one(
+      'websocket upgrade on tunnel path, then a frame',
+      `${webSocketHead(tunnelPath, wrongKeyFor(knownUser), 'dGhlIHNhbXBsZSBub25jZQ==')}\x82\x84\x01\x02\x03\x04abcd`,
     ),
     one(
       'h2c upgrade on tunnel path',
@@ -257,5 +288,70 @@ export function buildPlainHttpProbeCatalog(): Probe[] {
     },
     { name: 'idle connection (nothing sent)', steps: [], idleMs: 2000 },
     { name: 'incomplete head left open', steps: [{ data: `GET / HTTP/1.1\r\n${H}` }], idleMs: 2000 },
+  ];
+}
+
+/**
+ * What a prober sends over HTTP/2 (ALPN h2) to a site it suspects of hiding a tunnel: ordinary requests,
+ * and extended CONNECT (RFC 8441) on the tunnel path and elsewhere, with no, wrong and malformed
+ * credentials and other :protocol values. Each must get what the plain site answers.
+ */
+export function buildH2ProbeCatalog(tunnelPath: string, knownUser: string): H2Probe[] {
+  const get = (path: string, method = 'GET'): H2Probe => ({
+    name: `${method} ${path}`,
+    headers: { ':method': method, ':path': path, ':scheme': 'https', ':authority': 'localhost' },
+  });
+  const connect = (name: string, path: string, protocol: string, authorization?: string): H2Probe => ({
+    name,
+    headers: {
+      ':method': 'CONNECT',
+      ':protocol': protocol,
+      ':scheme': 'https',
+      ':path': path,
+      ':authority': 'localhost',
+      ...(authorization === undefined ? {} : { authorization }),
+    },
+  });
+  return [
+    get('/'),
+    get('/', 'HEAD'),
+    get('/no-such-page'),
+    get(tunnelPath),
+    get(tunnelPath, 'HEAD'),
+    get(tunnelPath, 'POST'),
+    get(tunnelPath, 'OPTIONS'),
+    {
+      ...get(tunnelPath),
+      name: 'GET tunnel path with credentials',
+      headers: { ...get(tunnelPath).headers, authorization: wrongKeyFor(knownUser) },
+    },
+    connect('CONNECT facade on tunnel path, no credentials', tunnelPath, 'facade'),
+    connect(
+      'CONNECT facade on tunnel path, known user, wrong key',
+      tunnelPath,
+      'facade',
+      wrongKeyFor(knownUser),
+    ),
+    connect('CONNECT facade on tunnel path, unknown user', tunnelPath, 'facade', wrongKeyFor('nobody-here')),
+    connect('CONNECT facade on tunnel path, not base64', tunnelPath, 'facade', 'Basic !!!not-base64!!!'),
+    connect('CONNECT facade on tunnel path, Bearer', tunnelPath, 'facade', 'Bearer abc.def'),
+    connect('CONNECT websocket on tunnel path, wrong key', tunnelPath, 'websocket', wrongKeyFor(knownUser)),
+    connect('CONNECT other protocol on tunnel path', tunnelPath, 'x-nonsense', wrongKeyFor(knownUser)),
+    connect('CONNECT facade on /', '/', 'facade', wrongKeyFor(knownUser)),
+    connect('CONNECT facade on an unknown path', '/no-such-page', 'facade'),
+    connect(
+      'CONNECT facade on tunnel path with a query',
+      `${tunnelPath}?x=1`,
+      'facade',
+      wrongKeyFor(knownUser),
+    ),
+    {
+      name: 'classic CONNECT to an authority',
+      headers: { ':method': 'CONNECT', ':authority': 'example.com:443' },
+    },
+    {
+      ...connect('CONNECT facade on tunnel path, then data', tunnelPath, 'facade', wrongKeyFor(knownUser)),
+      body: Buffer.from([1, 16, 0, 1, 0]),
+    },
   ];
 }

@@ -17,6 +17,7 @@ import { type HttpListener, startHttpListener } from '../../src/front/http-liste
 import { connectionBinding, createAuthorization, deriveUserKey } from '../../src/protocol/credentials.js';
 import { UsersFile } from '../../src/users/users-file.js';
 import { type FacadeProcess, field, startFacade } from '../helpers/facade.js';
+import { sendH2Probe } from '../helpers/h2-probe.js';
 import { netnsSkipReason, uniqueName } from '../helpers/netns.js';
 import { type ProbeServer, startProbeServer } from '../helpers/probe-server.js';
 import { comparable, type Probe, type ProbeResult, sendProbe } from '../helpers/raw-probe.js';
@@ -26,7 +27,7 @@ import {
   startReferenceServer,
 } from '../helpers/reference-server.js';
 import { makeTestCertificate } from '../helpers/tls-fixture.js';
-import { buildPlainHttpProbeCatalog, buildProbeCatalog } from './probe-catalog.js';
+import { buildH2ProbeCatalog, buildPlainHttpProbeCatalog, buildProbeCatalog } from './probe-catalog.js';
 
 const TUNNEL_PATH = '/k3VqP9/connect';
 const KNOWN_USER = 'alice';
@@ -123,6 +124,53 @@ describe('facade answers probes exactly like a plain site', () => {
     assert.notDeepEqual(comparable(candidate), comparable(plain));
   });
 
+  test('over h2: every probe gets the same answer from both, SETTINGS included', {
+    timeout: 60_000,
+  }, async () => {
+    const probes = buildH2ProbeCatalog(TUNNEL_PATH, KNOWN_USER);
+    const differences: string[] = [];
+    for (const probe of probes) {
+      const [plain, candidate] = await Promise.all([
+        sendH2Probe(referencePort, probe),
+        sendH2Probe(facadePort, probe),
+      ]);
+      try {
+        assert.deepEqual(candidate, plain);
+      } catch {
+        differences.push(
+          `${probe.name}:\n  plain:  ${JSON.stringify(plain).slice(0, 300)}\n  facade: ${JSON.stringify(candidate).slice(0, 300)}`,
+        );
+      }
+    }
+    assert.equal(differences.length, 0, `h2 probes answered differently:\n${differences.join('\n')}`);
+    assert.deepEqual(attached, [], 'no probe may open a tunnel');
+  });
+
+  test('over h2, control: the harness does see a difference when facade accepts a valid CONNECT', async () => {
+    const key = await deriveUserKey(TUNNEL_PATH, KNOWN_USER, KNOWN_PASSWORD);
+    const probe = {
+      name: 'valid extended CONNECT',
+      headers: {
+        ':method': 'CONNECT',
+        ':protocol': 'facade',
+        ':scheme': 'https',
+        ':path': TUNNEL_PATH,
+        ':authority': 'localhost',
+      },
+      headersFor: (socket: Parameters<typeof connectionBinding>[0]) => ({
+        authorization: createAuthorization(key, connectionBinding(socket)),
+      }),
+    };
+    const before = attached.length;
+    const [plain, candidate] = await Promise.all([
+      sendH2Probe(referencePort, probe),
+      sendH2Probe(facadePort, probe),
+    ]);
+    assert.equal(plain.status, 405);
+    assert.equal(candidate.status, 200);
+    assert.deepEqual(attached.slice(before), [KNOWN_USER]);
+  });
+
   test('control: the harness does see a difference when facade accepts a valid tunnel request', async () => {
     const key = await deriveUserKey(TUNNEL_PATH, KNOWN_USER, KNOWN_PASSWORD);
     const probe = {
@@ -142,7 +190,8 @@ describe('facade answers probes exactly like a plain site', () => {
     assert.match(plain.response, /^HTTP\/1\.1 404 /);
     assert.match(candidate.response, /^HTTP\/1\.1 101 /);
     assert.notDeepEqual(comparable(candidate), comparable(plain));
-    assert.deepEqual(attached, [KNOWN_USER]);
+    assert.deepEqual(attached.slice(-1), [KNOWN_USER]);
+    assert.equal(attached.length, 2, 'the two controls (h2 and HTTP/1.1) opened a tunnel each, no probe did');
   });
 });
 
@@ -269,6 +318,17 @@ describe('the real `facade server` process answers probes exactly like a plain s
 
   test('every probe gets the same answer from both', { timeout: 120_000 }, async () => {
     await assertSameAnswers(reference.httpsPort, serverPort);
+    assert.equal(server.count(/client connected/), 0, 'no probe may open a tunnel');
+  });
+
+  test('over h2: every probe gets the same answer from both', { timeout: 60_000 }, async () => {
+    for (const probe of buildH2ProbeCatalog(TUNNEL_PATH, KNOWN_USER)) {
+      const [plain, candidate] = await Promise.all([
+        sendH2Probe(reference.httpsPort, probe),
+        sendH2Probe(serverPort, probe),
+      ]);
+      assert.deepEqual(candidate, plain, probe.name);
+    }
     assert.equal(server.count(/client connected/), 0, 'no probe may open a tunnel');
   });
 

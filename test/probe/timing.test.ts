@@ -20,6 +20,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
+import http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -280,6 +281,97 @@ describe('the tunnel path is invisible in timing', () => {
     }
     // Both tunnel-path kinds pay the same cost, so they still look alike.
     assert.ok((d.get('wrong password / unknown user') ?? 1) < D_LIMIT);
+  });
+});
+
+// --- h2: extended CONNECT on the tunnel path costs what it costs elsewhere -------------------------------------
+
+/**
+ * One CONNECT stream (RFC 8441, `:protocol facade`) of `kind` on an open h2 session, timed from the request
+ * to the end of the answer; the answer's status.
+ */
+function timeConnect(session: http2.ClientHttp2Session, kind: Kind): Promise<{ ns: bigint; status: number }> {
+  const user = kind === 'unknown user' ? UNKNOWN_USER : KNOWN_USER;
+  const authorization = createAuthorization(
+    WRONG_KEYS[user] as ReturnType<typeof keyFromSeed>,
+    randomBytes(32),
+  );
+  return new Promise((resolve, reject) => {
+    const started = process.hrtime.bigint();
+    const stream = session.request(
+      {
+        ':method': 'CONNECT',
+        ':protocol': 'facade',
+        ':scheme': 'https',
+        ':authority': 'localhost',
+        ':path': kind === 'unknown path' ? UNKNOWN_PATH : TUNNEL_PATH,
+        authorization,
+      },
+      { endStream: false },
+    );
+    let status = 0;
+    const timer = setTimeout(() => reject(new Error('no answer to a CONNECT')), REQUEST_TIMEOUT_MS);
+    stream.on('response', (headers) => {
+      status = Number(headers[':status']);
+    });
+    stream.on('error', () => undefined);
+    stream.resume();
+    // The client's half ends at once: the stream closes when the answer has ended too.
+    stream.end();
+    stream.on('close', () => {
+      clearTimeout(timer);
+      resolve({ ns: process.hrtime.bigint() - started, status });
+    });
+  });
+}
+
+async function collectH2(port: number): Promise<{ samples: Samples; statuses: Set<number> }> {
+  const session = http2.connect(`https://127.0.0.1:${port}`, {
+    rejectUnauthorized: false,
+    servername: 'localhost',
+  });
+  session.on('error', () => undefined);
+  try {
+    await new Promise((resolve) => session.once('remoteSettings', resolve));
+    for (let round = 0; round < WARM_UP_ROUNDS; round++)
+      for (const kind of KINDS) await timeConnect(session, kind);
+    const times = new Map<Kind, number[]>(KINDS.map((kind) => [kind, []]));
+    const statuses = new Set<number>();
+    for (let round = 0; round < SAMPLES; round++) {
+      for (const kind of KINDS) {
+        const { ns, status } = await timeConnect(session, kind);
+        times.get(kind)?.push(Number(ns) / 1000);
+        statuses.add(status);
+      }
+    }
+    return { samples: { times, answers: [] }, statuses };
+  } finally {
+    session.destroy();
+  }
+}
+
+describe('over h2, the tunnel path is invisible in timing', () => {
+  test('CONNECT: unknown path, wrong password and unknown user: same answer, same time', async (t) => {
+    let server: ProbeServer | undefined;
+    t.after(() => server?.close());
+    server = await startServer();
+    const { samples, statuses } = await collectH2(server.port);
+    assert.deepEqual([...statuses], [405], 'every CONNECT got the site answer');
+    assert.deepEqual(server.attached, [], 'no request may open a tunnel');
+    for (const [pair, d] of compare(t, samples))
+      assert.ok(d < D_LIMIT, `${pair}: KS D = ${d.toFixed(3)} >= ${D_LIMIT.toFixed(3)}: timing differs`);
+  });
+
+  test(`control: a ${CONTROL_BUSY_MS} ms check on the tunnel path is detected over h2 too`, async (t) => {
+    let server: ProbeServer | undefined;
+    t.after(() => server?.close());
+    server = await startServer((authenticate) => (request) => {
+      if (request.target === TUNNEL_PATH) burn(CONTROL_BUSY_MS);
+      return authenticate(request);
+    });
+    const d = compare(t, (await collectH2(server.port)).samples);
+    for (const pair of ['unknown path / wrong password', 'unknown path / unknown user'])
+      assert.ok((d.get(pair) ?? 0) > CONTROL_MIN_D, `${pair}: KS D = ${(d.get(pair) ?? 0).toFixed(3)}`);
   });
 });
 

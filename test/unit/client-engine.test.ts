@@ -16,7 +16,7 @@ import { pino } from 'pino';
 import { loadOrCreateSelfSigned } from '../../src/certs/self-signed.js';
 import { type ClientNetworkLike, TunnelClient } from '../../src/client/client.js';
 import { connectTunnel } from '../../src/client/connect.js';
-import type { ClientConfig } from '../../src/config/schema.js';
+import type { ClientConfig, ClientTransport } from '../../src/config/schema.js';
 import { createLogger, type Logger } from '../../src/core/log.js';
 import { TunnelEngine } from '../../src/engine/engine.js';
 import { AddressPool } from '../../src/engine/pool.js';
@@ -25,10 +25,11 @@ import { MemoryTun } from '../../src/net/memory-tun.js';
 import { type ConfigMessage, encodeControlFrame } from '../../src/protocol/control.js';
 import { deriveUserKey } from '../../src/protocol/credentials.js';
 import { OFFLOAD_HEADER_SIZE } from '../../src/protocol/frame.js';
+import type { TransportName } from '../../src/protocol/handshake.js';
 import { createAuthenticator } from '../../src/users/authenticator.js';
 import { UsersFile } from '../../src/users/users-file.js';
 import { echoReply } from '../helpers/icmp.js';
-import { icmpEchoRequest4 } from '../helpers/packets.js';
+import { icmpEchoRequest4, udp4 } from '../helpers/packets.js';
 import { within } from '../helpers/wait.js';
 
 const logger = createLogger({ level: 'silent' });
@@ -84,7 +85,13 @@ interface Stack {
 /** Server and client on 127.0.0.1; the client is started with `password` (the right one by default). */
 async function startStack(
   t: TestContext,
-  options: { offload: boolean; password?: string; clientLogger?: Logger; plaintext?: boolean },
+  options: {
+    offload: boolean;
+    password?: string;
+    clientLogger?: Logger;
+    plaintext?: boolean;
+    transport?: ClientTransport;
+  },
 ): Promise<Stack> {
   const dir = await mkdtemp(join(tmpdir(), 'facade-stack-'));
   const closers: (() => unknown)[] = [() => rm(dir, { recursive: true, force: true })];
@@ -151,6 +158,7 @@ async function startStack(
     keepaliveMs: 0,
     dns: false,
     offload: options.offload,
+    ...(options.transport === undefined ? {} : { transport: options.transport }),
     logLevel: 'silent',
   };
   const clientTuns: MemoryTun[] = [];
@@ -184,46 +192,89 @@ function split(written: Buffer, vnetHdr: boolean): { header: Buffer | undefined;
   return { header: written.subarray(0, OFFLOAD_HEADER_SIZE), packet: written.subarray(OFFLOAD_HEADER_SIZE) };
 }
 
-for (const offload of [false, true]) {
-  test(`a ping crosses the tunnel both ways, offload ${offload ? 'on' : 'off'}`, async (t) => {
-    const { client, serverTun, engine, clientTuns, networks, configured, fatal } = await startStack(t, {
-      offload,
+/** Each client transport, and the one the server sees it arrive on (auto: h2, which the site offers). */
+const TRANSPORTS: ReadonlyArray<readonly [ClientTransport, TransportName]> = [
+  ['auto', 'h2'],
+  ['upgrade', 'upgrade'],
+  ['websocket', 'websocket'],
+  ['h2', 'h2'],
+];
+
+for (const [transport, arrivesAs] of TRANSPORTS)
+  for (const offload of [false, true]) {
+    test(`a ping crosses the tunnel both ways, offload ${offload ? 'on' : 'off'}, transport ${transport}`, async (t) => {
+      const { client, serverTun, engine, clientTuns, networks, configured, fatal } = await startStack(t, {
+        offload,
+        transport,
+      });
+      const config = await within(configured, 'the client to apply CONFIG');
+      assert.equal(networks.length, 1);
+      assert.deepEqual(networks[0]?.applied, [config]);
+      assert.equal(networks[0]?.tunName, 'mem-c0', 'configured for the TUN the client opened');
+      assert.deepEqual(config.ipv4, { address: CLIENT_V4, prefix: 24 });
+      assert.equal(config.serverIpv4, SERVER_V4);
+      assert.equal(config.offload, offload);
+      const clientTun = clientTuns[0] as MemoryTun;
+      assert.equal(clientTuns.length, 1);
+      assert.equal(clientTun.vnetHdr, offload, 'the client TUN follows the server offload setting');
+      assert.deepEqual(
+        engine.sessions().map((s) => [s.user, s.transport, s.ipv4]),
+        [[USER, arrivesAs, CLIENT_V4]],
+      );
+      assert.equal(client.transport, arrivesAs, 'the client says which transport it uses');
+
+      // Client -> server: what the client's kernel would send into its TUN comes out of the server's.
+      const request = icmpEchoRequest4(CLIENT_V4, SERVER_V4, 1);
+      clientTun.inject([request], offload ? VERIFIED_BYTES : undefined);
+      const [atServer] = await within(serverTun.whenWritten(1), 'the echo request on the server TUN');
+      const up = split(atServer as Buffer, offload);
+      assert.deepEqual(up.packet, request);
+      if (offload) assert.deepEqual(up.header, VERIFIED_BYTES, 'offload metadata crossed with the packet');
+
+      // Server -> client: the server's kernel answers; the reply comes out of the client's TUN.
+      const reply = echoReply(up.packet, 0, up.packet.length);
+      assert.ok(reply !== null, 'what arrived is an ICMP echo request');
+      serverTun.inject([reply], offload ? VERIFIED_BYTES : undefined);
+      const [atClient] = await within(clientTun.whenWritten(1), 'the echo reply on the client TUN');
+      const down = split(atClient as Buffer, offload);
+      assert.deepEqual(down.packet, reply);
+      if (offload) assert.deepEqual(down.header, VERIFIED_BYTES, 'offload metadata crossed with the packet');
+
+      assert.equal(client.fatalError, undefined);
+      assert.equal(client.noSessionDrops, 0);
+      assert.deepEqual(fatal, []);
     });
-    const config = await within(configured, 'the client to apply CONFIG');
-    assert.equal(networks.length, 1);
-    assert.deepEqual(networks[0]?.applied, [config]);
-    assert.equal(networks[0]?.tunName, 'mem-c0', 'configured for the TUN the client opened');
-    assert.deepEqual(config.ipv4, { address: CLIENT_V4, prefix: 24 });
-    assert.equal(config.serverIpv4, SERVER_V4);
-    assert.equal(config.offload, offload);
+  }
+
+for (const [transport, arrivesAs] of TRANSPORTS) {
+  test(`4 MB each way in 3000 packets arrive whole and in order, transport ${transport}`, async (t) => {
+    const { serverTun, clientTuns, configured, engine } = await startStack(t, { offload: false, transport });
+    await within(configured, 'the client to apply CONFIG');
+    assert.equal(engine.sessions()[0]?.transport, arrivesAs);
     const clientTun = clientTuns[0] as MemoryTun;
-    assert.equal(clientTuns.length, 1);
-    assert.equal(clientTun.vnetHdr, offload, 'the client TUN follows the server offload setting');
-    assert.deepEqual(
-      engine.sessions().map((s) => [s.user, s.transport, s.ipv4]),
-      [[USER, 'upgrade', CLIENT_V4]],
-    );
-
-    // Client -> server: what the client's kernel would send into its TUN comes out of the server's.
-    const request = icmpEchoRequest4(CLIENT_V4, SERVER_V4, 1);
-    clientTun.inject([request], offload ? VERIFIED_BYTES : undefined);
-    const [atServer] = await within(serverTun.whenWritten(1), 'the echo request on the server TUN');
-    const up = split(atServer as Buffer, offload);
-    assert.deepEqual(up.packet, request);
-    if (offload) assert.deepEqual(up.header, VERIFIED_BYTES, 'offload metadata crossed with the packet');
-
-    // Server -> client: the server's kernel answers; the reply comes out of the client's TUN.
-    const reply = echoReply(up.packet, 0, up.packet.length);
-    assert.ok(reply !== null, 'what arrived is an ICMP echo request');
-    serverTun.inject([reply], offload ? VERIFIED_BYTES : undefined);
-    const [atClient] = await within(clientTun.whenWritten(1), 'the echo reply on the client TUN');
-    const down = split(atClient as Buffer, offload);
-    assert.deepEqual(down.packet, reply);
-    if (offload) assert.deepEqual(down.header, VERIFIED_BYTES, 'offload metadata crossed with the packet');
-
-    assert.equal(client.fatalError, undefined);
-    assert.equal(client.noSessionDrops, 0);
-    assert.deepEqual(fatal, []);
+    const count = 3000;
+    const packets = (from: string, to: string): Buffer[] =>
+      Array.from({ length: count }, (_, i) => {
+        const payload = Buffer.alloc(1272, i & 0xff);
+        payload.writeUInt32BE(i, 0);
+        return udp4(from, to, payload);
+      });
+    const up = packets(CLIENT_V4, SERVER_V4);
+    // Injected in batches, as a TUN hands them over: frames straddle WebSocket frames and h2 DATA frames.
+    // Paced, a batch at a time: the session's output bound (1 MiB) drops what a burst puts beyond it.
+    for (let i = 0; i < count; i += 100) {
+      clientTun.inject(up.slice(i, i + 100));
+      await within(serverTun.whenWritten(i + 100), 'a batch on the server TUN');
+    }
+    const atServer = await within(serverTun.whenWritten(count), 'every packet on the server TUN');
+    assert.deepEqual(atServer, up);
+    const down = packets(SERVER_V4, CLIENT_V4);
+    for (let i = 0; i < count; i += 100) {
+      serverTun.inject(down.slice(i, i + 100));
+      await within(clientTun.whenWritten(i + 100), 'a batch on the client TUN');
+    }
+    const atClient = await within(clientTun.whenWritten(count), 'every packet on the client TUN');
+    assert.deepEqual(atClient, down);
   });
 }
 
@@ -233,7 +284,8 @@ test('a wrong password makes the client stop with a fatal error', async (t) => {
     password: 'not the password at all',
   });
   await within(client.done, 'the client to give up');
-  assert.match(client.fatalError?.message ?? '', /answered HTTP 404 like a website/);
+  // auto opens an h2 CONNECT stream: the site answers CONNECT as Node's h2 does, 405.
+  assert.match(client.fatalError?.message ?? '', /answered HTTP 405 like a website/);
   assert.equal(attached.length, 0, 'the front never handed the connection to the engine');
   assert.equal(engine.sessions().length, 0);
   assert.equal(clientTuns.length, 0, 'no TUN was opened');
