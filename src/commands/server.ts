@@ -19,6 +19,9 @@ export async function runServer(argv: string[]): Promise<number> {
   }
   const config = validateServerConfig(raw);
   const logger = createLogger({ level: config.logLevel, format: config.logFormat });
+  // Listening for SIGINT/SIGTERM from before start-up: one that comes while the server starts stops it
+  // as soon as it is up, instead of killing the process half way (the default action).
+  const stopRequested = untilSignal(logger);
   const server = await startServer(config, logger);
   // SIGHUP: the operator's reload. The config file and flags are read again and what can change without
   // dropping a session is applied (server.ts's reload says which); the ACME certificate is renewed now.
@@ -26,7 +29,7 @@ export async function runServer(argv: string[]): Promise<number> {
     void onReload(argv, server, logger);
   });
   // Until a signal, or until the server fails on its own (its TUN was removed): then it exits non-zero.
-  const failure = await Promise.race([untilSignal(logger).then(() => undefined), server.failed]);
+  const failure = await Promise.race([stopRequested.then(() => undefined), server.failed]);
   await server.close();
   if (failure === undefined) return 0;
   logger.fatal(
