@@ -37,18 +37,28 @@ import { TunWriteBatch } from '../session/tun-write-batch.js';
 import type { Lease, StaticAddressRequest } from './pool.js';
 import { Router } from './router.js';
 
-/**
- * Where the engine gets client addresses: the AddressPool itself in one process; in a worker, the
- * primary's lease service over IPC (a promise). The pool's shape (prefixes, the server's addresses) is
- * what CONFIG pushes.
- */
-export interface AddressLeases {
+/** The pool's shape: prefixes and the server's addresses (what CONFIG pushes). AddressPool has it. */
+export interface PoolShape {
   readonly serverIpv4: string;
   readonly serverIpv6: string | undefined;
   readonly prefix4: number;
   readonly prefix6: number | undefined;
   readonly ipv4Cidr: string;
   readonly ipv6Cidr: string | undefined;
+}
+
+/** Just the shape of a pool, as plain data (for a worker's init message). */
+export function poolShape(pool: PoolShape): PoolShape {
+  const { serverIpv4, serverIpv6, prefix4, prefix6, ipv4Cidr, ipv6Cidr } = pool;
+  return { serverIpv4, serverIpv6, prefix4, prefix6, ipv4Cidr, ipv6Cidr };
+}
+
+/**
+ * Where the engine gets client addresses: the AddressPool itself in one process; in a worker, the
+ * primary's lease service over IPC (a promise). The pool's shape (prefixes, the server's addresses) is
+ * what CONFIG pushes.
+ */
+export interface AddressLeases extends PoolShape {
   /** Throws (or rejects with) FACADE_ERR_POOL_EXHAUSTED / POOL_INVALID with the reason. */
   lease(user: string, request: StaticAddressRequest): Lease | Promise<Lease>;
   release(user: string, lease: Lease): void;

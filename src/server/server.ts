@@ -47,6 +47,7 @@ import type { QuotaState } from './accounting.js';
 import { startAdminSocket } from './admin-socket.js';
 import { BoundPort } from './bound-port.js';
 import { Disposer } from './disposer.js';
+import { engineSettings } from './engine-settings.js';
 import { LeaseService } from './lease-service.js';
 import { createMetricsRegistry, serveMetrics } from './metrics.js';
 import { startNat } from './nat.js';
@@ -459,12 +460,7 @@ async function inProcessPlane(
       tun,
       pool,
       logger,
-      mtu: config.mtu,
-      keepaliveMs: config.keepaliveMs,
-      clientToClient: config.clientToClient,
-      routes: config.routes,
-      dns: config.dns,
-      dnsDomains: config.dnsDomains,
+      ...engineSettings(config),
       staticAddresses: (user) => users.get(user),
       onFatal: parts.onFatal,
       rateLimitOf: (user) => policy?.rateOf(user) ?? 0,

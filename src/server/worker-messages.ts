@@ -2,20 +2,10 @@
 // (JSON; a handed-over connection travels as the handle of a 'connection' message).
 
 import type { ServerConfig } from '../config/schema.js';
-import type { EngineStats, PushedSettings, SessionStatus } from '../engine/engine.js';
+import type { EngineStats, PoolShape, PushedSettings, SessionStatus } from '../engine/engine.js';
 import type { Lease, StaticAddressRequest } from '../engine/pool.js';
 import type { TunStats } from '../net/tun.js';
 import type { EngineProcessMetrics } from './process-metrics.js';
-
-/** The pool's shape, as the engine's AddressLeases needs it (CONFIG pushes it). */
-export interface PoolShape {
-  readonly serverIpv4: string;
-  readonly serverIpv6: string | undefined;
-  readonly prefix4: number;
-  readonly prefix6: number | undefined;
-  readonly ipv4Cidr: string;
-  readonly ipv6Cidr: string | undefined;
-}
 
 /** The queue fd's number in a worker: stdio 0-2, the IPC channel at 3, the queue at 4. */
 export const WORKER_QUEUE_FD = 4;

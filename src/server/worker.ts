@@ -13,15 +13,16 @@ import type { Socket } from 'node:net';
 import { facadeError, isFacadeError } from '../core/errors.js';
 import { MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS } from '../core/limits.js';
 import { createLogger, type Logger } from '../core/log.js';
-import { type AddressLeases, TunnelEngine } from '../engine/engine.js';
+import { TunnelEngine } from '../engine/engine.js';
 import type { Lease, StaticAddressRequest } from '../engine/pool.js';
 import { createFront, type Front } from '../front/front.js';
 import { TunDevice } from '../net/tun.js';
 import { createAuthenticator, type LoginCounters } from '../users/authenticator.js';
 import { UsersFile } from '../users/users-file.js';
+import { engineSettings } from './engine-settings.js';
 import { PolicyAgent } from './policy-agent.js';
 import { LoopDelayMonitor } from './process-metrics.js';
-import { type FromWorker, type PoolShape, type ToWorker, WORKER_QUEUE_FD } from './worker-messages.js';
+import { type FromWorker, type ToWorker, WORKER_QUEUE_FD } from './worker-messages.js';
 
 const STATUS_PUSH_MS = 1_000;
 const STATUS_CHANGE_MS = 100;
@@ -31,25 +32,10 @@ function send(message: FromWorker): void {
   if (process.connected) process.send?.(message);
 }
 
-/** The engine's AddressLeases, answered by the primary's lease service. */
-class RemoteLeases implements AddressLeases {
-  readonly serverIpv4: string;
-  readonly serverIpv6: string | undefined;
-  readonly prefix4: number;
-  readonly prefix6: number | undefined;
-  readonly ipv4Cidr: string;
-  readonly ipv6Cidr: string | undefined;
+/** The engine's leases, asked of the primary's lease service (the pool's shape comes with init). */
+class RemoteLeases {
   readonly #pending = new Map<number, { resolve: (lease: Lease) => void; reject: (err: Error) => void }>();
   #next = 1;
-
-  constructor(shape: PoolShape) {
-    this.serverIpv4 = shape.serverIpv4;
-    this.serverIpv6 = shape.serverIpv6;
-    this.prefix4 = shape.prefix4;
-    this.prefix6 = shape.prefix6;
-    this.ipv4Cidr = shape.ipv4Cidr;
-    this.ipv6Cidr = shape.ipv6Cidr;
-  }
 
   lease(user: string, request: StaticAddressRequest): Promise<Lease> {
     const id = this.#next++;
@@ -90,21 +76,20 @@ export async function runWorker(): Promise<void> {
 
   const users = await UsersFile.load(config.users, { tunnelPath: config.tunnelPath });
   const tun = TunDevice.fromFd(WORKER_QUEUE_FD, { name: init.tunName, vnetHdr: init.vnetHdr });
-  const leases = new RemoteLeases(init.pool);
+  const leases = new RemoteLeases();
   // The user's rate, expiry and quota (policy-agent.ts), read from the users file this worker loads.
   let policy: PolicyAgent | undefined;
   const logins: LoginCounters = { accepted: 0, refused: 0 };
   const loopDelay = new LoopDelayMonitor();
   const engine = new TunnelEngine({
     tun,
-    pool: leases,
+    pool: {
+      ...init.pool,
+      lease: (user, request) => leases.lease(user, request),
+      release: (user, lease) => leases.release(user, lease),
+    },
     logger,
-    mtu: config.mtu,
-    keepaliveMs: config.keepaliveMs,
-    clientToClient: config.clientToClient,
-    routes: config.routes,
-    dns: config.dns,
-    dnsDomains: config.dnsDomains,
+    ...engineSettings(config),
     staticAddresses: (user) => users.get(user),
     rateLimitOf: (user) => policy?.rateOf(user) ?? 0,
     onFatal: (err) => {

@@ -19,7 +19,7 @@ import { fileURLToPath } from 'node:url';
 import type { ServerConfig } from '../config/schema.js';
 import { facadeError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
-import type { EngineStats, PushedSettings, SessionStatus } from '../engine/engine.js';
+import { type EngineStats, type PushedSettings, poolShape, type SessionStatus } from '../engine/engine.js';
 import type { TunStats } from '../net/tun.js';
 import type { TunQueues } from '../net/tun-queues.js';
 import type { QuotaState } from './accounting.js';
@@ -292,14 +292,7 @@ export class WorkerSet {
         worker: slot.index,
         config,
         tls: this.#tls,
-        pool: {
-          serverIpv4: this.#options.leases.pool.serverIpv4,
-          serverIpv6: this.#options.leases.pool.serverIpv6,
-          prefix4: this.#options.leases.pool.prefix4,
-          prefix6: this.#options.leases.pool.prefix6,
-          ipv4Cidr: this.#options.leases.pool.ipv4Cidr,
-          ipv6Cidr: this.#options.leases.pool.ipv6Cidr,
-        },
+        pool: poolShape(this.#options.leases.pool),
         tunName: queues.name,
         vnetHdr: queues.vnetHdr,
       });
