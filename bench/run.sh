@@ -6,8 +6,10 @@
 # node --cpu-prof of server and client during one extra TLS upload + download (profiles land in DIR);
 # CPU=1 to sample per-process CPU (pidstat) of the facade node processes during each iperf3 run;
 # CLIENTS=N clients (default 4) for the facade-Ncli-w1 and -w2 rows (--workers 1 and 2);
-# GC=1 (GC=only: nothing else) to run one more TLS upload and download with node --trace-gc on both ends and count the collections
-# by kind (Scavenge, Mark-Compact, ...): the garbage the data path makes, per direction.
+# GC=1 (GC=only: nothing else) to run one more TLS upload and download (after a 3 s warm-up each way, counted apart) with
+# node --trace-gc on both ends and count the collections
+# by kind (Scavenge, Mark-Compact, ...): the garbage the data path makes, per direction; GC_FLAGS adds node flags
+# to both ends there, GC_LOGS=DIR keeps both ends' logs (e.g. GC_FLAGS="--heap-prof --heap-prof-dir=/tmp/hp": where the survivors were allocated).
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -191,25 +193,31 @@ profile_facade() { # one TLS upload with node --cpu-prof on both ends
 
 gc_facade() { # one TLS upload and one download with --trace-gc on both ends; counts collections by kind
   rm -rf "$W/state"; mkdir -p "$W/state"
-  ip netns exec fsrv node --trace-gc "$cli" server \
+  ip netns exec fsrv node --trace-gc ${GC_FLAGS:-} "$cli" server \
     --listen 198.18.0.1:$PORT --http-listen 127.0.0.1:8080 --pool $POOL --users "$W/users.json" \
     --tunnel-path /bench --state-dir "$W/state" --tun fsrv0 --log-level warn --workers 1 >"$W/gc-server.log" 2>&1 &
   spid=$!; pids+=($spid)
   for _ in $(seq 100); do ip netns exec fsrv ss -ltn | grep -q "198.18.0.1:$PORT " && break; sleep 0.1; done
   local fp; fp=$(openssl x509 -in "$W/state/self-signed.crt.pem" -outform der | sha256sum | cut -d' ' -f1)
-  ip netns exec fcli node --trace-gc "$cli" client \
+  ip netns exec fcli node --trace-gc ${GC_FLAGS:-} "$cli" client \
     "https://198.18.0.1:$PORT/bench" --user alice --password-file "$W/pw" --pin "sha256:$fp" --tun fbench0 \
     --log-level info --transport upgrade >"$W/gc-client.log" 2>&1 &
   cpid=$!; pids+=($cpid)
   wait_log "$W/gc-client.log" "connected:" "facade client (gc)"
   local dir
-  for dir in up down; do
-    local from_s from_c bw
+  # warm: a 3 s upload and download first, counted apart. A fresh V8 heap grows to its working size with
+  # one early mark-compact (old space reaching its first limit), whatever the traffic; steady state follows.
+  for dir in warm up down; do
+    local from_s from_c bw secs=$T
     from_s=$(stat -c %s "$W/gc-server.log"); from_c=$(stat -c %s "$W/gc-client.log")
-    if [ $dir = up ]; then bw=$(iperf $TUN_ADDR); else bw=$(iperf $TUN_ADDR -R); fi
+    case $dir in
+      warm) secs=6; bw=$(T=3 iperf $TUN_ADDR)/$(T=3 iperf $TUN_ADDR -R) ;;
+      up) bw=$(iperf $TUN_ADDR) ;;
+      down) bw=$(iperf $TUN_ADDR -R) ;;
+    esac
     for side in server client; do
       local from=$from_s; [ $side = client ] && from=$from_c
-      printf 'gc %-4s %-6s %6s Mbit/s in %ss: ' $dir $side "$bw" "$T"
+      printf 'gc %-4s %-6s %9s Mbit/s in %ss: ' $dir $side "$bw" "$secs"
       tail -c +$((from + 1)) "$W/gc-$side.log" | grep -aoE '(Scavenge|Mark-Compact|Mark-sweep|Minor Mark-Sweep)' |
         sort | uniq -c | awk '{n=$1; $1=""; printf "%s%s x%d", sep, $0, n; sep=","} END {if (!NR) printf "none"; print ""}' ||
         true
@@ -219,6 +227,7 @@ gc_facade() { # one TLS upload and one download with --trace-gc on both ends; co
     done
   done
   stop_all
+  if [ -n "${GC_LOGS:-}" ]; then mkdir -p "$GC_LOGS"; cp "$W/gc-server.log" "$W/gc-client.log" "$GC_LOGS/"; fi
 }
 
 # Several clients at once against --workers $1: CLIENTS clients, each in its own namespace fwK with a veth to

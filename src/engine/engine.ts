@@ -334,6 +334,7 @@ export class TunnelEngine implements SessionSink {
         offload: this.vnetHdr,
         mtu: this.options.mtu,
         buffers: this.buffers,
+        bufferReads: true,
       });
     if (this.vnetHdr && !request.offload) {
       // Our TUN hands over GSO super-packets and partial checksums; a peer without offload could not

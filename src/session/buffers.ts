@@ -7,6 +7,8 @@
 //                 slab has completed (the write callback), so an idle session holds none;
 //   straddle:     where the decoder copies a frame that arrived split across socket reads; valid until
 //                 the session's chunk is done (SessionSink.onChunkEnd), when the next push may reuse it;
+//   read buffer:  where a server socket reads (net/socket-reads.ts): each read is a view valid during its
+//                 callback, and one callback runs at a time;
 //   stores:       where a decoder keeps the undecoded rest of a read, so no socket buffer outlives its
 //                 callback (and is promoted to the old space); given back once nothing is kept.
 
@@ -56,6 +58,7 @@ export class SessionBuffers {
   /** A decoder holds one only between a partial frame's first and last read: idle sessions hold none. */
   readonly stores = new SlabPool(2 * MAX_FRAME_LENGTH, MAX_FREE_STORES);
   #straddle: Buffer | undefined;
+  #read: Buffer | undefined;
 
   constructor(slabs: SlabPool = new SlabPool()) {
     this.slabs = slabs;
@@ -66,4 +69,13 @@ export class SessionBuffers {
     this.#straddle ??= Buffer.allocUnsafeSlow(MAX_FRAME_LENGTH);
     return this.#straddle;
   }
+
+  /** The sessions' shared socket read buffer: a TLS read is one record (16 KiB), a plain TCP read more. */
+  get readBuffer(): Buffer {
+    this.#read ??= Buffer.allocUnsafeSlow(READ_BUFFER_BYTES);
+    return this.#read;
+  }
 }
+
+/** One socket read at most: a TLS record's plaintext is 16 KiB; plain TCP reads come in up to 64 KiB. */
+const READ_BUFFER_BYTES = 64 * 1024;

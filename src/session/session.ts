@@ -20,6 +20,7 @@ import {
 } from '../core/limits.js';
 import type { Logger } from '../core/log.js';
 import { checkPacket, ipVersion, ipv4Source, ipv6SourceKey } from '../net/packet.js';
+import { type BufferReads, switchToBufferReads } from '../net/socket-reads.js';
 import {
   type ControlMessage,
   clampDisconnectText,
@@ -96,6 +97,11 @@ export interface SessionOptions {
    * read to receive(), and the decoder copies what it cannot decode yet instead of keeping the view.
    */
   readonly pushedReads?: boolean;
+  /**
+   * The server's sockets: a net.Socket (plain or TLS) is switched to reading into the buffers' shared
+   * read buffer (net/socket-reads.ts) instead of a fresh Buffer per read. Other streams read as usual.
+   */
+  readonly bufferReads?: boolean;
   /** Reused output slabs and straddle buffer, shared by an engine's sessions (default: the session's own). */
   readonly buffers?: SessionBuffers | undefined;
   /** Bytes that arrived together with the handshake and belong to the frame stream. */
@@ -189,6 +195,8 @@ export class Session implements FrameSink {
   private tokensInAt = 0;
   private tokensOutAt = 0;
   private inboundPaused = false;
+  /** Set when the socket reads into the shared buffer: pausing acts on its handle. */
+  private readonly bufferedReads: BufferReads | null = null;
   private resumeTimer: NodeJS.Timeout | undefined;
   private shapedFlushTimer: NodeJS.Timeout | undefined;
   private budget = Number.POSITIVE_INFINITY;
@@ -216,7 +224,12 @@ export class Session implements FrameSink {
       buffers.stores,
     );
     // Pushed reads: the owner feeds receive() from the socket's reused onread buffer, no 'data' events.
-    if (options.pushedReads !== true) this.socket.on('data', this.onSocketData);
+    // Buffer reads: the same, set up here on a socket already open (the server's, after its upgrade).
+    if (options.bufferReads === true && this.socket instanceof Socket) {
+      this.bufferedReads = switchToBufferReads(this.socket, buffers.readBuffer, this.receive);
+    }
+    if (options.pushedReads !== true && this.bufferedReads === null)
+      this.socket.on('data', this.onSocketData);
     this.socket.on('end', this.onSocketEnd);
     this.socket.on('close', this.onSocketEnd);
     this.socket.on('error', this.onSocketError);
@@ -428,7 +441,8 @@ export class Session implements FrameSink {
     this.tokensInAt = now;
     if (this.tokensIn >= 0 || this.inboundPaused) return;
     this.inboundPaused = true;
-    this.socket.pause();
+    if (this.bufferedReads !== null) this.bufferedReads.pause();
+    else this.socket.pause();
     this.resumeTimer = setTimeout(this.resumeInbound, Math.ceil((-this.tokensIn * 1000) / this.rate));
   }
 
@@ -437,7 +451,9 @@ export class Session implements FrameSink {
     this.resumeTimer = undefined;
     if (!this.inboundPaused) return;
     this.inboundPaused = false;
-    if (!this.closed) this.socket.resume();
+    if (this.closed) return;
+    if (this.bufferedReads !== null) this.bufferedReads.resume();
+    else this.socket.resume();
   };
 
   /**
