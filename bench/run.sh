@@ -5,6 +5,7 @@
 # Env: T=seconds per iperf3 run (default 6); SKIP_PEERS=1 to skip OpenVPN/ocserv; PROFILE=DIR to also take a
 # node --cpu-prof of server and client during one extra TLS upload + download (profiles land in DIR);
 # CPU=1 to sample per-process CPU (pidstat) of the facade node processes during each iperf3 run;
+# LAT=only: idle ping only (plain veth, then facade; LAT_MODE=plaintext|ws|h2 for another facade mode);
 # CLIENTS=N clients (default 4) for the facade-Ncli-w1 and -w2 rows (--workers 1 and 2);
 # GC=1 (GC=only: nothing else) to run one more TLS upload and download (after a 3 s warm-up each way, counted apart) with
 # node --trace-gc on both ends and count the collections
@@ -168,6 +169,18 @@ measure_tls_stream() {
   record tls-stream "$(awk '/^Mbit/{print $2}' "$W/ts.out")" -
 }
 
+# The latency floor of any Node data path: a Node TCP echo between the namespaces (two event-loop wake-ups per
+# round trip; facade's tunnel makes four), 50 messages 20 ms apart like rtt(). Recorded as node-echo, rtt only.
+measure_echo_floor() {
+  ip netns exec fsrv node "$repo/dist/bench/echo-floor.js" server 198.18.0.1 9444 >"$W/echo.out" 2>&1 &
+  local sp=$!; pids+=($sp)
+  wait_log "$W/echo.out" listening "the echo server"
+  local r
+  r=$(ip netns exec fcli node "$repo/dist/bench/echo-floor.js" client 198.18.0.1 9444 50 20 | awk '/^rtt/{print $2}')
+  wait "$sp" 2>/dev/null || true
+  record node-echo - "${r:--}"
+}
+
 profile_facade() { # one TLS upload with node --cpu-prof on both ends
   local dir=$1; mkdir -p "$dir/server" "$dir/client"
   rm -rf "$W/state"; mkdir -p "$W/state"
@@ -282,7 +295,16 @@ measure_workers() { # $1 = workers
 echo "== facade bench: T=${T}s per iperf3 run, $(nproc) cores, $(date -u +%FT%TZ)"
 netns_up
 if [ "${GC:-}" = only ]; then gc_facade; exit 0; fi
+if [ "${LAT:-}" = only ]; then
+  # Idle round trips only, 200 pings each at -i 0.02 and -i 0.2: plain veth, then through facade's tunnel.
+  for i in 0.02 0.2; do echo "plain  -i $i: $(ip netns exec fcli ping -q -c 200 -i $i 198.18.0.1 | awk -F' = ' '/^rtt/{print $2}')"; done
+  measure_echo_floor; awk '$1=="node-echo"{print "node-echo (Node TCP echo, 20 ms apart): rtt avg " $3 " ms"}' "$results"
+  facade_up "${LAT_MODE:-tls}"
+  for i in 0.02 0.2; do echo "facade -i $i: $(ip netns exec fcli ping -q -c 200 -i $i $TUN_ADDR | awk -F' = ' '/^rtt/{print $2}')"; done
+  exit 0
+fi
 record plain "$(iperf 198.18.0.1)" "$(rtt 198.18.0.1)"
+measure_echo_floor
 measure_tls_stream
 measure_facade tls
 measure_facade limits
@@ -324,10 +346,12 @@ print(f"{'system':<20} {'Mbit/s':>8} {'x plain':>8} {'x tls':>6} {'x openvpn':>1
       f" {'srv s/GB':>9} {'cli s/GB':>9} {'rtt loaded avg/max':>19}")
 for name, mbit, rtt, srv, cli, loaded in rows:
     m = num(mbit)
-    print(f"{name:<20} {m:>8.0f} {ratio(m, 'plain'):>8} {ratio(m, 'tls-stream'):>6} {ratio(m, 'openvpn'):>10}"
+    shown = f"{m:>8.0f}" if mbit != '-' else f"{'-':>8}"
+    print(f"{name:<20} {shown} {ratio(m, 'plain'):>8} {ratio(m, 'tls-stream'):>6} {ratio(m, 'openvpn'):>10}"
           f" {ratio(m, 'ocserv'):>9} {rtt:>7} {srv:>9} {cli:>9} {loaded:>19}")
 print("(-R = iperf3 reverse, server->client; -P4 = four streams; rtt is one ping run per system, shared by its")
 print(" -R row; s/GB = CPU seconds of the facade server/client process per GB moved; rtt loaded = ping -i 0.2")
 print(" through the tunnel during a full-speed upload; tls-stream = one Node TLS stream, the ceiling;")
-print(" facade-Ncli-wW = N clients uploading at once to a server with --workers W, summed)")
+print(" facade-Ncli-wW = N clients uploading at once to a server with --workers W, summed; node-echo = a")
+print(" Node TCP echo between the namespaces, 20 ms apart: two Node wake-ups, the floor of any Node data path)")
 EOF
