@@ -237,3 +237,95 @@ test('output slabs are reused: many batches to a reading peer allocate a few, an
   session.close(DisconnectReason.NORMAL, 'done');
   b.destroy();
 });
+
+test('server sessions read into the one shared buffer: every packet intact, frames split across reads', async () => {
+  // Two sessions of one engine share one SessionBuffers, so one read buffer: each read is decoded before the
+  // next read (of either socket) can overwrite it. Packets of many sizes, written in odd-sized pieces so
+  // frames straddle reads; each packet's bytes say which session and which packet it is.
+  const buffers = new SessionBuffers();
+  const pairs = [await socketPair(), await socketPair()];
+  const sinks = [new RecordingSink(), new RecordingSink()];
+  const sessions = pairs.map(
+    ([server], i) =>
+      new Session({
+        socket: server,
+        sink: sinks[i] as RecordingSink,
+        logger,
+        keepaliveMs: 0,
+        buffers,
+        bufferReads: true,
+      }),
+  );
+  try {
+    for (const [server] of pairs)
+      assert.equal(server.listenerCount('data'), 0, 'no data events: buffer reads');
+    const count = 400;
+    const expected: Buffer[][] = [[], []];
+    for (let n = 0; n < count; n++) {
+      for (let i = 0; i < 2; i++) {
+        const packet = ipv4Packet('198.18.0.2', '198.18.0.1');
+        const body = Buffer.alloc(20 + ((n * 37 + i * 11) % 1400), (n + i * 7) & 0xff);
+        const whole = Buffer.concat([packet, body]);
+        whole.writeUInt16BE(whole.length, 2);
+        setIpv4HeaderChecksum(whole, 0);
+        expected[i]?.push(whole);
+      }
+    }
+    for (let i = 0; i < 2; i++) {
+      const stream = Buffer.concat((expected[i] as Buffer[]).map((p) => encodeFrame(FrameType.DATA, p)));
+      const client = (pairs[i] as [unknown, import('node:net').Socket])[1];
+      for (let at = 0; at < stream.length; at += 997) client.write(stream.subarray(at, at + 997));
+    }
+    for (let wait = 0; wait < 200 && sinks.some((s) => s.packets.length < count); wait++) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    for (let i = 0; i < 2; i++) {
+      assert.equal(sinks[i]?.packets.length, count, `session ${i}: every packet`);
+      for (let n = 0; n < count; n++) {
+        assert.ok(
+          sinks[i]?.packets[n]?.equals(expected[i]?.[n] as Buffer),
+          `session ${i}, packet ${n} intact`,
+        );
+      }
+    }
+  } finally {
+    for (const session of sessions) session.close(DisconnectReason.NORMAL, 'test done');
+    for (const [server, client] of pairs) {
+      server.destroy();
+      client.destroy();
+    }
+  }
+});
+
+test('a server session reading into the shared buffer still pauses for its inbound rate', async () => {
+  const [server, client] = await socketPair();
+  const sink = new RecordingSink();
+  const session = new Session({
+    socket: server,
+    sink,
+    logger,
+    keepaliveMs: 0,
+    buffers: new SessionBuffers(),
+    bufferReads: true,
+  });
+  try {
+    session.setRateLimit(200_000);
+    const packet = ipv4Packet('198.18.0.2', '198.18.0.1');
+    const frame = encodeFrame(FrameType.DATA, packet);
+    // 2 MB offered at once; at 200 kB/s (plus the burst) far less can have been read after 500 ms.
+    for (let i = 0; i < 2_000_000 / frame.length; i++) client.write(frame);
+    await new Promise((r) => setTimeout(r, 500));
+    const read = session.stats.bytesIn;
+    assert.ok(read < 600_000, `read ${read} bytes in 0.5 s at 200 kB/s`);
+    assert.ok(read > 50_000, `read ${read}: shaped, not stopped`);
+    session.setRateLimit(0);
+    for (let wait = 0; wait < 200 && session.stats.bytesIn < 1_900_000; wait++) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    assert.ok(session.stats.bytesIn >= 1_900_000, `unshaped again: ${session.stats.bytesIn}`);
+  } finally {
+    session.close(DisconnectReason.NORMAL, 'test done');
+    server.destroy();
+    client.destroy();
+  }
+});
