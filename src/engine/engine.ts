@@ -26,6 +26,7 @@ import { type ControlMessage, DisconnectReason, describeReason, type Route } fro
 import { OFFLOAD_HEADER_SIZE, type OffloadHeader } from '../protocol/frame.js';
 import type { TransportName, TunnelIdentity } from '../protocol/handshake.js';
 import { SessionBuffers } from '../session/buffers.js';
+import { KeepaliveWheel } from '../session/keepalive-wheel.js';
 import {
   type AllowedSources,
   Session,
@@ -183,6 +184,8 @@ export class TunnelEngine implements SessionSink {
   private readonly toTun: TunWriteBatch;
   /** Output slabs and the straddle buffer, reused by every session of this engine. */
   private readonly buffers = new SessionBuffers();
+  /** The sessions' keepalives, one timer per interval in use (a reload may change it for new sessions). */
+  private readonly keepaliveWheels = new Map<number, KeepaliveWheel>();
   /** The TUN has IFF_VNET_HDR: packets carry virtio_net_hdr metadata and may be GSO super-packets. */
   private readonly vnetHdr: boolean;
   private closed = false;
@@ -308,6 +311,20 @@ export class TunnelEngine implements SessionSink {
     }));
   }
 
+  /** The wheel for `intervalMs`; one whose sessions have all ended stops its timer and is dropped later. */
+  private keepaliveWheel(intervalMs: number): KeepaliveWheel | undefined {
+    if (intervalMs <= 0) return undefined;
+    for (const [ms, wheel] of this.keepaliveWheels) {
+      if (ms !== intervalMs && wheel.size === 0) this.keepaliveWheels.delete(ms);
+    }
+    let wheel = this.keepaliveWheels.get(intervalMs);
+    if (wheel === undefined) {
+      wheel = new KeepaliveWheel(intervalMs);
+      this.keepaliveWheels.set(intervalMs, wheel);
+    }
+    return wheel;
+  }
+
   /**
    * Takes an authenticated stream whose handshake is done (the 101 or its equivalent was sent). Leases an
    * address, pushes CONFIG. On pool exhaustion the client is told why, in a DISCONNECT, and the session ends.
@@ -329,6 +346,7 @@ export class TunnelEngine implements SessionSink {
         sink: this,
         logger,
         keepaliveMs: this.pushed.keepaliveMs,
+        keepaliveWheel: this.keepaliveWheel(this.pushed.keepaliveMs),
         allowedSources,
         initialBytes,
         offload: this.vnetHdr,

@@ -42,6 +42,7 @@ import {
 } from '../protocol/frame.js';
 import { OffloadProblem, offloadProblem } from '../protocol/offload-check.js';
 import { SessionBuffers } from './buffers.js';
+import type { KeepaliveWheel } from './keepalive-wheel.js';
 
 /** How long a closing session waits for its DISCONNECT frame to drain before the socket is destroyed. */
 const CLOSE_LINGER_MS = 2_000;
@@ -88,6 +89,11 @@ export interface SessionOptions {
   readonly logger: Logger;
   /** Idle interval between keepalive echo requests; 0 disables keepalive and dead-peer detection. */
   readonly keepaliveMs: number;
+  /**
+   * Ticks the keepalive with many other sessions (an engine's, keepalive-wheel.ts) instead of a timer of
+   * its own; its interval is keepaliveMs.
+   */
+  readonly keepaliveWheel?: KeepaliveWheel | undefined;
   /** Server side: the only source addresses this peer may send from. Client side: undefined. */
   readonly allowedSources?: AllowedSources | undefined;
   /** Largest DATA payload accepted (defaults to MAX_PACKET_SIZE). */
@@ -180,6 +186,7 @@ export class Session implements FrameSink {
   private readonly copyWrites: boolean;
   private flushScheduled = false;
   private keepaliveTimer: NodeJS.Timeout | undefined;
+  private leaveWheel: (() => void) | undefined;
   private bytesInAtLastTick = 0;
   private idleTicks = 0;
   private echoSeq = 0;
@@ -233,7 +240,9 @@ export class Session implements FrameSink {
     this.socket.on('end', this.onSocketEnd);
     this.socket.on('close', this.onSocketEnd);
     this.socket.on('error', this.onSocketError);
-    if (options.keepaliveMs > 0) {
+    if (options.keepaliveMs > 0 && options.keepaliveWheel !== undefined) {
+      this.leaveWheel = options.keepaliveWheel.add(this.onKeepaliveTick);
+    } else if (options.keepaliveMs > 0) {
       this.keepaliveTimer = setInterval(this.onKeepaliveTick, options.keepaliveMs);
       this.keepaliveTimer.unref();
     }
@@ -640,6 +649,7 @@ export class Session implements FrameSink {
     if (this.closed) return;
     this.closed = true;
     if (this.keepaliveTimer !== undefined) clearInterval(this.keepaliveTimer);
+    this.leaveWheel?.();
     clearTimeout(this.shapedFlushTimer);
     clearTimeout(this.resumeTimer);
     this.socket.removeListener('data', this.onSocketData);
