@@ -186,6 +186,8 @@ export class TunnelEngine implements SessionSink {
   private readonly buffers = new SessionBuffers();
   /** The sessions' keepalives, one timer per interval in use (a reload may change it for new sessions). */
   private readonly keepaliveWheels = new Map<number, KeepaliveWheel>();
+  /** The engine said once that a socket could not read into the shared buffer. */
+  private bufferReadsMissedSaid = false;
   /** The TUN has IFF_VNET_HDR: packets carry virtio_net_hdr metadata and may be GSO super-packets. */
   private readonly vnetHdr: boolean;
   private closed = false;
@@ -418,6 +420,12 @@ export class TunnelEngine implements SessionSink {
     const ipv4 = ipv4ToNumber(lease.ipv4);
     const ipv6Key = lease.ipv6 === undefined ? undefined : ipv6ToKey(lease.ipv6);
     const session = open({ ipv4, ipv6Key });
+    if (session.bufferReadsMissed && !this.bufferReadsMissedSaid) {
+      this.bufferReadsMissedSaid = true;
+      logger.warn(
+        'tunnel socket reads a fresh Buffer per read: this Node did not allow reads into the shared buffer (net/socket-reads.ts); it works, with more garbage',
+      );
+    }
     const peer: Peer = { session, user, meta, lease, ipv4, ipv6Key };
     this.peers.set(session, peer);
     this.byUser.set(user, peer);

@@ -204,6 +204,7 @@ export class Session implements FrameSink {
   private inboundPaused = false;
   /** Set when the socket reads into the shared buffer: pausing acts on its handle. */
   private readonly bufferedReads: BufferReads | null = null;
+  private readonly bufferReadsAsked: boolean = false;
   private resumeTimer: NodeJS.Timeout | undefined;
   private shapedFlushTimer: NodeJS.Timeout | undefined;
   private budget = Number.POSITIVE_INFINITY;
@@ -233,6 +234,7 @@ export class Session implements FrameSink {
     // Pushed reads: the owner feeds receive() from the socket's reused onread buffer, no 'data' events.
     // Buffer reads: the same, set up here on a socket already open (the server's, after its upgrade).
     if (options.bufferReads === true && this.socket instanceof Socket) {
+      this.bufferReadsAsked = true;
       this.bufferedReads = switchToBufferReads(this.socket, buffers.readBuffer, this.receive);
     }
     if (options.pushedReads !== true && this.bufferedReads === null)
@@ -250,6 +252,14 @@ export class Session implements FrameSink {
       const initial = options.initialBytes;
       queueMicrotask(() => this.onSocketData(initial));
     }
+  }
+
+  /**
+   * Buffer reads were asked for on a net.Socket and this Node did not allow them (socket-reads.ts): the
+   * session works, reading a fresh Buffer per read. Its owner says so once.
+   */
+  get bufferReadsMissed(): boolean {
+    return this.bufferReadsAsked && this.bufferedReads === null;
   }
 
   get isClosed(): boolean {

@@ -54,6 +54,9 @@ describe('--workers 2: steering, client-to-client across workers, sticky address
       uniqueName('fw'),
       '--keepalive',
       '1',
+      // Both transports on both workers (connections are handed out in turn): ann and ben the raw upgrade,
+      // whose sockets the worker switches to its shared read buffer; cat and dan auto (h2).
+      ...(user === 'ann' || user === 'ben' ? ['--transport', 'upgrade'] : []),
     ]);
     clients.set(user, client);
     return client;
@@ -137,6 +140,15 @@ describe('--workers 2: steering, client-to-client across workers, sticky address
     assert.equal(status.workers?.length, 2);
     assert.equal(new Set(address.values()).size, USERS.length, 'distinct addresses');
     for (const user of USERS) assert.match(await ping(user, `${POOL}.1`), / 0% packet loss/, user);
+    // Each worker's tunnel sockets (handed over by the primary, then TLS) read into its engine's buffer.
+    const upgrades = status.sessions.filter((s) => s.transport === 'upgrade');
+    assert.deepEqual(
+      new Set(upgrades.map((s) => s.worker)),
+      new Set([0, 1]),
+      JSON.stringify(status.sessions),
+    );
+    const missed = server.lines.filter((l) => /fresh Buffer per read/.test(l));
+    assert.equal(missed.length, 0, missed.join('\n'));
     // And the other way: the server's own pings to each client leave the kernel through the steering.
     for (const user of USERS) {
       const out = await nsS.exec('ping', ['-c', '2', '-i', '0.2', '-W', '2', address.get(user) as string]);
