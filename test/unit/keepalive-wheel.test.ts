@@ -26,7 +26,9 @@ test('each session ticks once per interval, the first tick about one interval af
   // Joined in the same slot: they tick in the same turn (turns are 20 ms apart; one turn's ticks, µs).
   for (const other of [ticks[1], ticks[2]] as number[][]) {
     assert.equal(other.length, ticks[0]?.length);
-    other.forEach((at, i) => assert.ok(Math.abs(at - (ticks[0]?.[i] as number)) < 5, 'same turn'));
+    for (const [i, at] of other.entries()) {
+      assert.ok(Math.abs(at - (ticks[0]?.[i] as number)) < 5, 'same turn');
+    }
   }
 });
 
