@@ -17,7 +17,7 @@
 
 import { facadeError } from '../core/errors.js';
 import { MAX_PACKET_SIZE, TUN_BATCH_BYTES, TUN_BATCH_PACKETS } from '../core/limits.js';
-import { type PacketBatch, type TunLike, type TunStats, VNET_HDR_SIZE } from './tun.js';
+import { emptyTunStats, type PacketBatch, type TunLike, type TunStats, VNET_HDR_SIZE } from './tun.js';
 
 export interface MemoryTunOptions {
   /** What `name` reports (default "mem0"); no device of that name exists. */
@@ -62,14 +62,7 @@ export class MemoryTun implements TunLike {
   readonly #batch: PacketBatch;
   /** Bytes one read may need: the native reader stops a batch when this no longer fits. */
   readonly #maxRead: number;
-  readonly #stats: TunStats = {
-    packetsRead: 0,
-    bytesRead: 0,
-    batches: 0,
-    packetsWritten: 0,
-    writeDrops: 0,
-    largestBatch: 0,
-  };
+  readonly #stats: TunStats = emptyTunStats();
   readonly #held: HeldPacket[] = [];
   readonly #waiters: WriteWaiter[] = [];
   #handler: ((batch: PacketBatch) => void) | undefined;

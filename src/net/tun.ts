@@ -65,6 +65,18 @@ export interface TunStats {
   largestBatch: number;
 }
 
+/** Counters that start at zero (a device's own, or a sum of several). */
+export function emptyTunStats(): TunStats {
+  return {
+    packetsRead: 0,
+    bytesRead: 0,
+    batches: 0,
+    packetsWritten: 0,
+    writeDrops: 0,
+    largestBatch: 0,
+  };
+}
+
 /** What the tunnel engine needs of a TUN device; TunDevice implements it, tests may substitute. */
 export interface TunLike {
   readonly name: string;
@@ -133,14 +145,7 @@ export class TunDevice implements TunLike {
   readonly #fd: number;
   readonly #reader: NativeReader;
   readonly #batch: PacketBatch;
-  readonly #stats: TunStats = {
-    packetsRead: 0,
-    bytesRead: 0,
-    batches: 0,
-    packetsWritten: 0,
-    writeDrops: 0,
-    largestBatch: 0,
-  };
+  readonly #stats: TunStats = emptyTunStats();
   #handler: ((batch: PacketBatch) => void) | undefined;
   #errorHandler: ((err: Error) => void) | undefined;
   #paused = false;

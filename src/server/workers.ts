@@ -20,7 +20,7 @@ import type { ServerConfig } from '../config/schema.js';
 import { facadeError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import { type EngineStats, type PushedSettings, poolShape, type SessionStatus } from '../engine/engine.js';
-import type { TunStats } from '../net/tun.js';
+import { emptyTunStats, type TunStats } from '../net/tun.js';
 import type { TunQueues } from '../net/tun-queues.js';
 import type { QuotaState } from './accounting.js';
 import type { LeaseService } from './lease-service.js';
@@ -182,14 +182,7 @@ export class WorkerSet {
 
   /** The workers' queue counters, summed (largestBatch: the largest of any). */
   tunStats(): TunStats {
-    const total: TunStats = {
-      packetsRead: 0,
-      bytesRead: 0,
-      batches: 0,
-      packetsWritten: 0,
-      writeDrops: 0,
-      largestBatch: 0,
-    };
+    const total = emptyTunStats();
     for (const slot of this.#slots) {
       const stats = slot.status?.tunStats;
       if (stats === undefined) continue;
