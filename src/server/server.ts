@@ -41,13 +41,13 @@ import { SITE_DEFAULT_DIR } from '../front/site.js';
 import { addAddress, setLinkUp, setMtu, setTxQueueLength } from '../net/ifconfig.js';
 import { TunDevice, type TunStats } from '../net/tun.js';
 import { TunQueues } from '../net/tun-queues.js';
-import { createAuthenticator, type LoginCounters } from '../users/authenticator.js';
+import type { LoginCounters } from '../users/authenticator.js';
 import { UsersFile } from '../users/users-file.js';
 import type { QuotaState } from './accounting.js';
 import { startAdminSocket } from './admin-socket.js';
 import { BoundPort } from './bound-port.js';
 import { Disposer } from './disposer.js';
-import { engineSettings } from './engine-settings.js';
+import { engineSettings, frontSettings } from './engine-settings.js';
 import { LeaseService } from './lease-service.js';
 import { createMetricsRegistry, serveMetrics } from './metrics.js';
 import { startNat } from './nat.js';
@@ -471,19 +471,9 @@ async function inProcessPlane(
   disposer.defer('policy', () => policy?.close());
   const front = disposer.add(
     'website',
-    await createFront({
-      siteDir: config.site,
-      upstream: config.upstream,
-      tls: parts.tls,
-      tunnelPath: config.tunnelPath,
-      authenticate: createAuthenticator(users, {
-        isBlocked: (user) => policy?.isBlocked(user) ?? false,
-        counters: logins,
-      }),
-      host: engine,
-      logger,
-      behindProxy: config.behindProxy !== undefined,
-    }),
+    await createFront(
+      frontSettings(config, { tls: parts.tls, users, policy: () => policy, logins, host: engine, logger }),
+    ),
     (f) => f.close(),
   );
   // Sessions end before the site closes: the site's close waits for every connection, tunnels included.

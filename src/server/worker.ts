@@ -17,9 +17,9 @@ import { TunnelEngine } from '../engine/engine.js';
 import type { Lease, StaticAddressRequest } from '../engine/pool.js';
 import { createFront, type Front } from '../front/front.js';
 import { TunDevice } from '../net/tun.js';
-import { createAuthenticator, type LoginCounters } from '../users/authenticator.js';
+import type { LoginCounters } from '../users/authenticator.js';
 import { UsersFile } from '../users/users-file.js';
-import { engineSettings } from './engine-settings.js';
+import { engineSettings, frontSettings } from './engine-settings.js';
 import { PolicyAgent } from './policy-agent.js';
 import { LoopDelayMonitor } from './process-metrics.js';
 import { type FromWorker, type ToWorker, WORKER_QUEUE_FD } from './worker-messages.js';
@@ -98,21 +98,11 @@ export async function runWorker(): Promise<void> {
     },
   });
   const front: Front = await createFront({
-    siteDir: config.site,
-    upstream: config.upstream,
-    tls: init.tls,
-    tunnelPath: config.tunnelPath,
-    authenticate: createAuthenticator(users, {
-      isBlocked: (user) => policy?.isBlocked(user) ?? false,
-      counters: logins,
-    }),
-    host: engine,
-    logger,
+    ...frontSettings(config, { tls: init.tls, users, policy: () => policy, logins, host: engine, logger }),
     // The primary hands connections out in turn, so each worker sees about 1/N of any one address's
     // connections: 1/N of each limit per worker keeps the server's totals what one process would allow.
     maxConnections: Math.ceil(MAX_CONNECTIONS / config.workers),
     maxConnectionsPerAddress: Math.ceil(MAX_CONNECTIONS_PER_ADDRESS / config.workers),
-    behindProxy: config.behindProxy !== undefined,
   });
 
   // Every second (the counters), and within STATUS_CHANGE_MS of a session starting or ending, so that the
