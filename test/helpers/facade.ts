@@ -121,6 +121,36 @@ export async function waitForStatus(
   throw new Error(`status never matched; last: ${JSON.stringify(last)}`);
 }
 
+/**
+ * `facade client` arguments as the namespace tests start it: the server's URL (tunnel path included), a
+ * password file, the pinned certificate (omitted when `pin` is), a TUN of its own and a 1 s keepalive
+ * (`keepalive: null` keeps the client's default), then `more`.
+ */
+export function clientArgs(options: {
+  readonly url: string;
+  readonly user: string;
+  readonly passwordFile: string;
+  readonly pin?: string | undefined;
+  readonly tun: string;
+  readonly keepalive?: string | null;
+  readonly more?: readonly string[];
+}): string[] {
+  const keepalive = options.keepalive === undefined ? '1' : options.keepalive;
+  return [
+    'client',
+    options.url,
+    '--user',
+    options.user,
+    '--password-file',
+    options.passwordFile,
+    ...(options.pin === undefined ? [] : ['--pin', options.pin]),
+    '--tun',
+    options.tun,
+    ...(keepalive === null ? [] : ['--keepalive', keepalive]),
+    ...(options.more ?? []),
+  ];
+}
+
 /** A pino line's field. */
 export function field(line: string, name: string): unknown {
   try {

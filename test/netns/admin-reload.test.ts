@@ -12,7 +12,7 @@ import { chmod, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { addUser, CLI, type FacadeProcess, field, startFacade } from '../helpers/facade.js';
+import { addUser, CLI, clientArgs, type FacadeProcess, field, startFacade } from '../helpers/facade.js';
 import { createVethPair, Netns, netnsSkipReason, run, uniqueName } from '../helpers/netns.js';
 
 const skip = netnsSkipReason();
@@ -43,20 +43,16 @@ describe('admin socket and SIGHUP reload', { skip: skip ?? false }, () => {
   });
   const status = (...args: string[]) => run(process.execPath, [CLI, 'status', '--state-dir', state, ...args]);
   const startClient = () =>
-    startFacade(nsC, [
-      'client',
-      `https://${LINK}.1:${PORT}${PATH}`,
-      '--user',
-      'ann',
-      '--password-file',
-      join(dir, 'ann.pw'),
-      '--pin',
-      fingerprint,
-      '--tun',
-      uniqueName('fa'),
-      '--keepalive',
-      '1',
-    ]);
+    startFacade(
+      nsC,
+      clientArgs({
+        url: `https://${LINK}.1:${PORT}${PATH}`,
+        user: 'ann',
+        passwordFile: join(dir, 'ann.pw'),
+        pin: fingerprint,
+        tun: uniqueName('fa'),
+      }),
+    );
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'facade-admin-'));

@@ -18,7 +18,14 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { derFingerprint } from '../../src/protocol/pin.js';
-import { addUser, type FacadeProcess, field, startFacade, waitForStatus } from '../helpers/facade.js';
+import {
+  addUser,
+  clientArgs,
+  type FacadeProcess,
+  field,
+  startFacade,
+  waitForStatus,
+} from '../helpers/facade.js';
 import { createVethPair, Netns, netnsSkipReason, run, uniqueName } from '../helpers/netns.js';
 
 const nginxMissing =
@@ -161,22 +168,17 @@ describe('--behind-proxy behind nginx: websocket, upgrade and auto through it, p
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
     for (const [user, transport] of CLIENTS) {
-      const client = startFacade(ns.get(user) as Netns, [
-        'client',
-        `https://${SERVER}:${PORT}${PATH}`,
-        '--user',
-        user,
-        '--password-file',
-        join(dir, `${user}.pw`),
-        '--pin',
-        fingerprint,
-        '--tun',
-        uniqueName('fp'),
-        '--keepalive',
-        '1',
-        '--transport',
-        transport,
-      ]);
+      const client = startFacade(
+        ns.get(user) as Netns,
+        clientArgs({
+          url: `https://${SERVER}:${PORT}${PATH}`,
+          user,
+          passwordFile: join(dir, `${user}.pw`),
+          pin: fingerprint,
+          tun: uniqueName('fp'),
+          more: ['--transport', transport],
+        }),
+      );
       clients.set(user, client);
       const line = await client.waitFor(/connected:/);
       address.set(user, String(field(line, 'ipv4')).split('/')[0] as string);

@@ -14,7 +14,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { chromium } from 'playwright-core';
-import { addUser, type FacadeProcess, field, startFacade, waitForStatus } from '../helpers/facade.js';
+import {
+  addUser,
+  clientArgs,
+  type FacadeProcess,
+  field,
+  startFacade,
+  waitForStatus,
+} from '../helpers/facade.js';
 import { createVethPair, Netns, netnsSkipReason, uniqueName } from '../helpers/netns.js';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -72,20 +79,18 @@ describe('the site stays fast over h2 while an h2 tunnel runs at full speed', { 
     ]);
     const fingerprint = String(field(await server.waitFor(/self-signed certificate/), 'fingerprint'));
     await server.waitFor(/facade server ready/);
-    client = startFacade(nsC, [
-      'client',
-      `https://${SERVER}:${PORT}${PATH}`,
-      '--user',
-      'ann',
-      '--password-file',
-      join(dir, 'pw'),
-      '--pin',
-      fingerprint,
-      '--tun',
-      uniqueName('fb'),
-      '--transport',
-      'h2',
-    ]);
+    client = startFacade(
+      nsC,
+      clientArgs({
+        url: `https://${SERVER}:${PORT}${PATH}`,
+        user: 'ann',
+        passwordFile: join(dir, 'pw'),
+        pin: fingerprint,
+        tun: uniqueName('fb'),
+        keepalive: null,
+        more: ['--transport', 'h2'],
+      }),
+    );
     await client.waitFor(/connected:/);
     // Chromium inside the client's namespace: playwright starts this, which execs it there.
     await writeFile(join(dir, 'chromium'), `#!/bin/sh\nexec ip netns exec ${nsC.name} ${CHROMIUM} "$@"\n`, {

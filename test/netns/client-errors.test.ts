@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { addUser, type FacadeProcess, field, startFacade } from '../helpers/facade.js';
+import { addUser, clientArgs, type FacadeProcess, field, startFacade } from '../helpers/facade.js';
 import { createVethPair, Netns, netnsSkipReason, uniqueName } from '../helpers/netns.js';
 
 const skip = netnsSkipReason();
@@ -37,19 +37,10 @@ describe('clear client errors', { skip: skip ?? false }, () => {
   const procs: FacadeProcess[] = [];
 
   const client = (user: string, more: string[], url = `https://${SERVER}:${PORT}${PATH}`): FacadeProcess => {
-    const p = startFacade(ns.c, [
-      'client',
-      url,
-      '--user',
-      user,
-      '--password-file',
-      join(dir, `${user}.pw`),
-      '--tun',
-      uniqueName('fe'),
-      '--keepalive',
-      '1',
-      ...more,
-    ]);
+    const p = startFacade(
+      ns.c,
+      clientArgs({ url, user, passwordFile: join(dir, `${user}.pw`), tun: uniqueName('fe'), more }),
+    );
     procs.push(p);
     return p;
   };

@@ -18,6 +18,7 @@ import { lookupAccount } from '../../src/server/privileges.js';
 import { readStatusFile } from '../../src/server/status.js';
 import {
   addUser as addUserWithCli,
+  clientArgs,
   type FacadeProcess,
   field,
   startFacade,
@@ -107,20 +108,16 @@ describe('the server drops root after start-up', { skip: skip ?? false }, () => 
   ];
 
   const connect = (user: string): FacadeProcess => {
-    const client = startFacade((ns as { c: Netns }).c, [
-      'client',
-      `https://${SERVER}:443${PATH}`,
-      '--user',
-      user,
-      '--password-file',
-      join(dir, `${user}.pw`),
-      '--pin',
-      fingerprint,
-      '--tun',
-      uniqueName('pc'),
-      '--keepalive',
-      '1',
-    ]);
+    const client = startFacade(
+      (ns as { c: Netns }).c,
+      clientArgs({
+        url: `https://${SERVER}:443${PATH}`,
+        user,
+        passwordFile: join(dir, `${user}.pw`),
+        pin: fingerprint,
+        tun: uniqueName('pc'),
+      }),
+    );
     others.push(client);
     return client;
   };

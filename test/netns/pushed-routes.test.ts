@@ -10,7 +10,7 @@ import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { addUser, type FacadeProcess, field, startFacade } from '../helpers/facade.js';
+import { addUser, clientArgs, type FacadeProcess, field, startFacade } from '../helpers/facade.js';
 import { createVethPair, Netns, netnsSkipReason, uniqueName } from '../helpers/netns.js';
 
 const skip = netnsSkipReason();
@@ -69,18 +69,17 @@ describe('routes and DNS a server pushes to a client without --full-tunnel', { s
     ]);
     const fingerprint = String(field(await server.waitFor(/self-signed certificate/), 'fingerprint'));
     await server.waitFor(/facade server ready/);
-    client = startFacade(c, [
-      'client',
-      `https://${LINK}.1:${PORT}${PATH}`,
-      '--user',
-      'alice',
-      '--password-file',
-      join(dir, 'pw'),
-      '--pin',
-      fingerprint,
-      '--tun',
-      tun,
-    ]);
+    client = startFacade(
+      c,
+      clientArgs({
+        url: `https://${LINK}.1:${PORT}${PATH}`,
+        user: 'alice',
+        passwordFile: join(dir, 'pw'),
+        pin: fingerprint,
+        tun,
+        keepalive: null,
+      }),
+    );
     await client.waitFor(/connected:/);
   });
 

@@ -12,7 +12,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { addUser, CLI, type FacadeProcess, field, startFacade, waitForStatus } from '../helpers/facade.js';
+import {
+  addUser,
+  CLI,
+  clientArgs,
+  type FacadeProcess,
+  field,
+  startFacade,
+  waitForStatus,
+} from '../helpers/facade.js';
 import { createVethPair, Netns, netnsSkipReason, uniqueName } from '../helpers/netns.js';
 
 const skip = netnsSkipReason();
@@ -61,21 +69,15 @@ describe('tunnel between a facade server and two clients', { skip: skip ?? false
     '1',
     ...more,
   ];
-  const clientArgs = (user: string, tun: string, more: string[] = []): string[] => [
-    'client',
-    `https://${SERVER}:${PORT}${PATH}`,
-    '--user',
-    user,
-    '--password-file',
-    join(dir, `${user}.pw`),
-    '--pin',
-    fingerprint,
-    '--tun',
-    tun,
-    '--keepalive',
-    '1',
-    ...more,
-  ];
+  const argsOf = (user: string, tun: string, more: string[] = []): string[] =>
+    clientArgs({
+      url: `https://${SERVER}:${PORT}${PATH}`,
+      user,
+      passwordFile: join(dir, `${user}.pw`),
+      pin: fingerprint,
+      tun,
+      more,
+    });
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'facade-tunnel-'));
@@ -99,8 +101,8 @@ describe('tunnel between a facade server and two clients', { skip: skip ?? false
     const selfSigned = await server.waitFor(/self-signed certificate/);
     fingerprint = String(field(selfSigned, 'fingerprint'));
     await server.waitFor(/facade server ready/);
-    clientA = startFacade(ns.a, clientArgs('alice', uniqueName('fa')));
-    clientB = startFacade(ns.b, clientArgs('bob', uniqueName('fb')));
+    clientA = startFacade(ns.a, argsOf('alice', uniqueName('fa')));
+    clientB = startFacade(ns.b, argsOf('bob', uniqueName('fb')));
     addrA = String(field(await clientA.waitFor(/connected:/), 'ipv4')).split('/')[0] as string;
     addrB = String(field(await clientB.waitFor(/connected:/), 'ipv4')).split('/')[0] as string;
   });
@@ -317,7 +319,7 @@ describe('tunnel between a facade server and two clients', { skip: skip ?? false
   });
 
   test('a client without the offload capability is told why this server refuses it', async () => {
-    const plain = startFacade(ns.b, clientArgs('carol', uniqueName('fp'), ['--no-offload']));
+    const plain = startFacade(ns.b, argsOf('carol', uniqueName('fp'), ['--no-offload']));
     extra.push(plain);
     const line = await plain.waitFor(/tunnel closed/);
     assert.match(String(field(line, 'message')), /requires the offload capability/);
@@ -330,7 +332,7 @@ describe('tunnel between a facade server and two clients', { skip: skip ?? false
     await createVethPair(ns.s, c, { addrA: '198.18.250.1/24', addrB: '198.18.250.2/24' });
     const tun = uniqueName('ff');
     const full = startFacade(c, [
-      ...clientArgs('carol', tun, ['--full-tunnel']).map((a) => a.replace(`${SERVER}:`, '198.18.250.1:')),
+      ...argsOf('carol', tun, ['--full-tunnel']).map((a) => a.replace(`${SERVER}:`, '198.18.250.1:')),
     ]);
     extra.push(full);
     const connected = await full.waitFor(/connected:/);

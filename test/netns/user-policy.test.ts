@@ -16,7 +16,7 @@ import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { addUser, CLI, type FacadeProcess, field, startFacade } from '../helpers/facade.js';
+import { addUser, CLI, clientArgs, type FacadeProcess, field, startFacade } from '../helpers/facade.js';
 import { createVethPair, Netns, netnsSkipReason, run, uniqueName } from '../helpers/netns.js';
 
 const skip = netnsSkipReason();
@@ -53,24 +53,19 @@ for (const workers of [2, 1]) {
     const userCommand = (...args: string[]) =>
       run(process.execPath, [CLI, 'user', ...args, '--users', users]);
     const startClient = (user: User, where: 'A' | 'B' | 'C'): FacadeProcess => {
-      const client = startFacade(ns[where] as Netns, [
-        'client',
-        `https://${LINKS[where]}.1:${PORT}${PATH}`,
-        '--user',
-        user,
-        '--password-file',
-        join(dir, `${user}.pw`),
-        '--pin',
-        fingerprint,
-        '--tun',
-        uniqueName('fp'),
-        '--keepalive',
-        '1',
-        // The policy is the engine's and the session's, whatever carries the tunnel: the raw upgrade here
-        // (POLICY_TRANSPORT=h2 or websocket runs the same tests over another).
-        '--transport',
-        process.env.POLICY_TRANSPORT ?? 'upgrade',
-      ]);
+      const client = startFacade(
+        ns[where] as Netns,
+        clientArgs({
+          url: `https://${LINKS[where]}.1:${PORT}${PATH}`,
+          user,
+          passwordFile: join(dir, `${user}.pw`),
+          pin: fingerprint,
+          tun: uniqueName('fp'),
+          // The policy is the engine's and the session's, whatever carries the tunnel: the raw upgrade here
+          // (POLICY_TRANSPORT=h2 or websocket runs the same tests over another).
+          more: ['--transport', process.env.POLICY_TRANSPORT ?? 'upgrade'],
+        }),
+      );
       clients[user] = client;
       return client;
     };

@@ -16,7 +16,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { StatusSnapshot } from '../../src/server/status.js';
-import { addUser, type FacadeProcess, field, startFacade, waitForStatus } from '../helpers/facade.js';
+import {
+  addUser,
+  clientArgs,
+  type FacadeProcess,
+  field,
+  startFacade,
+  waitForStatus,
+} from '../helpers/facade.js';
 import { createVethPair, Netns, netnsSkipReason, run, uniqueName } from '../helpers/netns.js';
 
 const skip = netnsSkipReason();
@@ -41,23 +48,19 @@ describe('--workers 2: steering, client-to-client across workers, sticky address
   const address = new Map<User, string>();
 
   const startClient = (user: User): FacadeProcess => {
-    const client = startFacade(ns.get(user) as Netns, [
-      'client',
-      `https://198.19.${net}.1:${PORT}${PATH}`,
-      '--user',
-      user,
-      '--password-file',
-      join(dir, `${user}.pw`),
-      '--pin',
-      fingerprint,
-      '--tun',
-      uniqueName('fw'),
-      '--keepalive',
-      '1',
-      // Both transports on both workers (connections are handed out in turn): ann and ben the raw upgrade,
-      // whose sockets the worker switches to its shared read buffer; cat and dan auto (h2).
-      ...(user === 'ann' || user === 'ben' ? ['--transport', 'upgrade'] : []),
-    ]);
+    const client = startFacade(
+      ns.get(user) as Netns,
+      clientArgs({
+        url: `https://198.19.${net}.1:${PORT}${PATH}`,
+        user,
+        passwordFile: join(dir, `${user}.pw`),
+        pin: fingerprint,
+        tun: uniqueName('fw'),
+        // Both transports on both workers (connections are handed out in turn): ann and ben the raw
+        // upgrade, whose sockets the worker switches to its shared read buffer; cat and dan auto (h2).
+        more: user === 'ann' || user === 'ben' ? ['--transport', 'upgrade'] : [],
+      }),
+    );
     clients.set(user, client);
     return client;
   };
